@@ -1,0 +1,120 @@
+
+/*
+ * Copyright (C) ngx_tiktok_reports_module authors
+ */
+
+
+#ifndef _NGX_TIKTOK_REPORTS_MODULE_H_INCLUDED_
+#define _NGX_TIKTOK_REPORTS_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_tiktok_reports_parser.h"
+#include "ngx_tiktok_reports_signature.h"
+
+
+#define NGX_TIKTOK_REPORTS_SIG_UNSET  0
+#define NGX_TIKTOK_REPORTS_SIG_OFF    3
+
+
+typedef struct ngx_tiktok_reports_store_s  ngx_tiktok_reports_store_t;
+typedef struct ngx_tiktok_reports_node_s   ngx_tiktok_reports_node_t;
+
+
+/* where a store connects; filled at configuration time, no DNS later */
+typedef struct {
+    ngx_str_t                       name;       /* as configured, for logs */
+    ngx_str_t                       host;       /* IP text, NUL-terminated */
+    ngx_int_t                       port;
+    ngx_str_t                       path;       /* unix socket, or empty */
+    ngx_str_t                       user;       /* ACL user, or empty */
+    ngx_str_t                       password;   /* empty: no AUTH */
+    ngx_int_t                       db;
+    ngx_msec_t                      timeout;
+} ngx_tiktok_reports_redis_conf_t;
+
+
+typedef struct {
+    ngx_array_t                     stores;     /* ngx_tiktok_reports_store_t * */
+} ngx_tiktok_reports_main_conf_t;
+
+
+typedef struct {
+    ngx_url_t                      *redis;
+    ngx_str_t                       redis_user;
+    ngx_str_t                       redis_password;
+    ngx_int_t                       redis_db;
+    ngx_msec_t                      redis_timeout;
+    ngx_str_t                       key_prefix;
+    time_t                          ttl;
+    ngx_flag_t                      keep_reports;
+    ngx_int_t                       stream_maxlen;
+    time_t                          tolerance;
+
+    ngx_uint_t                      sig_mode;
+    ngx_str_t                       sig_digest;
+    ngx_str_t                       sig_header;
+    ngx_array_t                    *secrets;    /* ngx_str_t */
+    ngx_tiktok_reports_sig_conf_t  *sig;
+
+    ngx_flag_t                      webhook;
+    ngx_flag_t                      status;
+
+    ngx_tiktok_reports_store_t     *store;
+} ngx_tiktok_reports_loc_conf_t;
+
+
+typedef struct ngx_tiktok_reports_wait_s  ngx_tiktok_reports_wait_t;
+
+typedef ngx_int_t (*ngx_tiktok_reports_answer_pt)(ngx_http_request_t *r,
+    ngx_tiktok_reports_wait_t *w);
+
+/* a request waiting for Redis replies (ngx_tiktok_reports_wait.c) */
+struct ngx_tiktok_reports_wait_s {
+    ngx_http_request_t             *request;    /* NULL once it is gone */
+    ngx_tiktok_reports_answer_pt    answer;
+    void                           *data;       /* in the request pool */
+    ngx_uint_t                      outstanding;
+    ngx_event_t                     timer;
+    unsigned                        failed:1;
+    unsigned                        answered:1;
+};
+
+
+extern ngx_module_t  ngx_tiktok_reports_module;
+
+
+ngx_tiktok_reports_wait_t *ngx_tiktok_reports_wait_create(
+    ngx_http_request_t *r, ngx_tiktok_reports_answer_pt answer, void *data);
+ngx_int_t ngx_tiktok_reports_wait_start(ngx_tiktok_reports_wait_t *w,
+    ngx_msec_t timeout);
+void ngx_tiktok_reports_wait_done(ngx_tiktok_reports_wait_t *w,
+    ngx_uint_t failed);
+
+
+/* the webhook (ngx_tiktok_reports_webhook.c) */
+ngx_int_t ngx_tiktok_reports_webhook_handler(ngx_http_request_t *r);
+
+/* the lookup location (ngx_tiktok_reports_status.c) */
+ngx_int_t ngx_tiktok_reports_status_handler(ngx_http_request_t *r);
+
+typedef ngx_int_t (*ngx_tiktok_reports_chunk_pt)(void *data, u_char *p,
+    size_t len);
+
+/* the request body chunk by chunk, from memory or the temp file */
+ngx_int_t ngx_tiktok_reports_body_each(ngx_http_request_t *r,
+    ngx_tiktok_reports_chunk_pt handler, void *data);
+
+/* answers shared by both locations */
+ngx_int_t ngx_tiktok_reports_send_json(ngx_http_request_t *r,
+    ngx_uint_t status, u_char *body, size_t len);
+ngx_int_t ngx_tiktok_reports_send_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *error);
+u_char *ngx_tiktok_reports_json_string(u_char *p, u_char *s, size_t len);
+size_t ngx_tiktok_reports_json_string_len(u_char *s, size_t len);
+
+
+#endif /* _NGX_TIKTOK_REPORTS_MODULE_H_INCLUDED_ */

@@ -1,0 +1,108 @@
+
+/*
+ * Copyright (C) ngx_tiktok_reports_module authors
+ */
+
+
+#ifndef _NGX_TIKTOK_REPORTS_REDIS_H_INCLUDED_
+#define _NGX_TIKTOK_REPORTS_REDIS_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+
+#include "ngx_tiktok_reports_module.h"
+
+
+/*
+ * Three layers, each in its own file:
+ *   adapter  hiredis's fd on nginx's event loop, nothing else;
+ *   node     one connection: handshake, command watchdog, reconnect;
+ *   store    the commands and the script, and which node serves a key
+ *            (one node today; Redis Cluster makes that a set of nodes).
+ */
+
+
+/* adapter (ngx_tiktok_reports_redis_adapter.c) */
+ngx_int_t ngx_tiktok_reports_redis_attach(redisAsyncContext *ac,
+    ngx_log_t *log);
+
+
+/* node (ngx_tiktok_reports_redis_node.c) */
+struct ngx_tiktok_reports_node_s {
+    ngx_tiktok_reports_redis_conf_t  *conf;
+    redisAsyncContext                *ac;
+    ngx_log_t                        *log;
+
+    ngx_str_t                         script;      /* loaded at handshake */
+
+    ngx_uint_t                        pending;     /* commands in flight */
+    ngx_msec_t                        last_reply;
+    ngx_msec_t                        retry_at;    /* no connect before */
+    ngx_msec_t                        backoff;
+
+    ngx_event_t                       watchdog;
+    ngx_event_t                       reconnect;
+
+    unsigned                          ready:1;     /* handshake answered */
+    unsigned                          down_logged:1;
+};
+
+
+ngx_int_t ngx_tiktok_reports_node_init(ngx_tiktok_reports_node_t *node,
+    ngx_tiktok_reports_redis_conf_t *conf, ngx_str_t *script,
+    ngx_log_t *log);
+void ngx_tiktok_reports_node_close(ngx_tiktok_reports_node_t *node);
+ngx_int_t ngx_tiktok_reports_node_command(ngx_tiktok_reports_node_t *node,
+    redisCallbackFn *fn, void *data, int argc, const char **argv,
+    const size_t *argvlen);
+ngx_tiktok_reports_node_t *ngx_tiktok_reports_node_replied(
+    redisAsyncContext *ac);
+
+
+/* store (ngx_tiktok_reports_redis_store.c) */
+struct ngx_tiktok_reports_store_s {
+    ngx_tiktok_reports_redis_conf_t   conf;
+    ngx_tiktok_reports_node_t        *node;        /* per worker */
+};
+
+
+/*
+ * What a command's owner learns, with the index it gave: NGX_OK,
+ * NGX_DECLINED (a duplicate report) or NGX_ERROR; the reply is hiredis's,
+ * valid during the call only, and NULL when the connection was lost.
+ */
+typedef void (*ngx_tiktok_reports_store_done_pt)(void *data,
+    ngx_uint_t index, ngx_int_t rc, redisReply *reply);
+
+
+typedef struct {
+    ngx_str_t                         prefix;
+    time_t                            ttl;
+    ngx_int_t                         stream_maxlen;
+    ngx_flag_t                        keep_reports;
+    int64_t                           now;         /* ms since the epoch */
+} ngx_tiktok_reports_store_opts_t;
+
+
+ngx_tiktok_reports_store_t *ngx_tiktok_reports_store_get(ngx_conf_t *cf,
+    ngx_tiktok_reports_redis_conf_t *conf);
+ngx_int_t ngx_tiktok_reports_store_init_worker(ngx_cycle_t *cycle);
+void ngx_tiktok_reports_store_exit_worker(ngx_cycle_t *cycle);
+
+ngx_int_t ngx_tiktok_reports_store_transition(
+    ngx_tiktok_reports_store_t *store, ngx_tiktok_reports_store_opts_t *opts,
+    ngx_tiktok_reports_result_t *res, ngx_tiktok_reports_store_done_pt done,
+    void *data);
+
+/* raw command on the node for the key (lookups); reply owned by hiredis */
+ngx_int_t ngx_tiktok_reports_store_command(ngx_tiktok_reports_store_t *store,
+    u_char *key, size_t key_len, ngx_tiktok_reports_store_done_pt done,
+    void *data, ngx_uint_t index, int argc, const char **argv,
+    const size_t *argvlen);
+
+
+#endif /* _NGX_TIKTOK_REPORTS_REDIS_H_INCLUDED_ */

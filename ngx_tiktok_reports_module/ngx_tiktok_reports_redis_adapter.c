@@ -1,0 +1,205 @@
+
+/*
+ * Copyright (C) ngx_tiktok_reports_module authors
+ */
+
+
+/*
+ * hiredis's async context on nginx's event loop: the socket hiredis opened
+ * is wrapped in an ngx_connection_t and hiredis's add/del hooks become
+ * nginx events.  Nothing here knows about commands or requests.
+ */
+
+
+#include "ngx_tiktok_reports_redis.h"
+
+
+static void ngx_tiktok_reports_redis_read(ngx_event_t *ev);
+static void ngx_tiktok_reports_redis_write(ngx_event_t *ev);
+static void ngx_tiktok_reports_redis_add_read(void *data);
+static void ngx_tiktok_reports_redis_del_read(void *data);
+static void ngx_tiktok_reports_redis_add_write(void *data);
+static void ngx_tiktok_reports_redis_del_write(void *data);
+static void ngx_tiktok_reports_redis_cleanup(void *data);
+
+
+ngx_int_t
+ngx_tiktok_reports_redis_attach(redisAsyncContext *ac, ngx_log_t *log)
+{
+    ngx_connection_t  *c;
+
+    if (ac->ev.data != NULL) {
+        return NGX_ERROR;
+    }
+
+    c = ngx_get_connection(ac->c.fd, log);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    c->log = log;
+    c->read->log = log;
+    c->write->log = log;
+    c->data = ac;
+
+    ac->ev.data = c;
+    ac->ev.addRead = ngx_tiktok_reports_redis_add_read;
+    ac->ev.delRead = ngx_tiktok_reports_redis_del_read;
+    ac->ev.addWrite = ngx_tiktok_reports_redis_add_write;
+    ac->ev.delWrite = ngx_tiktok_reports_redis_del_write;
+    ac->ev.cleanup = ngx_tiktok_reports_redis_cleanup;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Events are level-triggered on purpose: hiredis reads at most 16 KiB per
+ * call, and with edge-triggered epoll the rest of a large reply would sit
+ * in the socket with no further event.  A level event fires again on the
+ * next loop while bytes remain, so the socket is always drained, and the
+ * handler never touches the connection after hiredis returns (hiredis may
+ * have freed the context, and the connection with it, inside the call).
+ */
+
+static void
+ngx_tiktok_reports_redis_read(ngx_event_t *ev)
+{
+    ngx_connection_t  *c;
+
+    c = ev->data;
+
+    redisAsyncHandleRead(c->data);
+}
+
+
+static void
+ngx_tiktok_reports_redis_write(ngx_event_t *ev)
+{
+    ngx_connection_t  *c;
+
+    c = ev->data;
+
+    redisAsyncHandleWrite(c->data);
+}
+
+
+static void
+ngx_tiktok_reports_redis_add_read(void *data)
+{
+    ngx_connection_t  *c = data;
+
+    if (c == NULL || c->read->active) {
+        return;
+    }
+
+    c->read->handler = ngx_tiktok_reports_redis_read;
+
+    if (ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, c->log, 0,
+                      "tiktok_reports: cannot add redis read event");
+    }
+}
+
+
+static void
+ngx_tiktok_reports_redis_del_read(void *data)
+{
+    ngx_connection_t  *c = data;
+
+    if (c == NULL || !c->read->active) {
+        return;
+    }
+
+    if (ngx_del_event(c->read, NGX_READ_EVENT, 0) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, c->log, 0,
+                      "tiktok_reports: cannot delete redis read event");
+    }
+}
+
+
+static void
+ngx_tiktok_reports_redis_add_write(void *data)
+{
+    ngx_connection_t  *c = data;
+
+    if (c == NULL || c->write->active) {
+        return;
+    }
+
+    c->write->handler = ngx_tiktok_reports_redis_write;
+
+    if (ngx_add_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, c->log, 0,
+                      "tiktok_reports: cannot add redis write event");
+    }
+}
+
+
+static void
+ngx_tiktok_reports_redis_del_write(void *data)
+{
+    ngx_connection_t  *c = data;
+
+    if (c == NULL || !c->write->active) {
+        return;
+    }
+
+    if (ngx_del_event(c->write, NGX_WRITE_EVENT, 0) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, c->log, 0,
+                      "tiktok_reports: cannot delete redis write event");
+    }
+}
+
+
+/*
+ * hiredis calls this once, right before it closes the socket itself: take
+ * the fd out of epoll and give the connection back without closing it, so
+ * that the fd is closed exactly once, by hiredis.
+ */
+
+static void
+ngx_tiktok_reports_redis_cleanup(void *data)
+{
+    ngx_connection_t   *c = data;
+    redisAsyncContext  *ac;
+
+    if (c == NULL) {
+        return;
+    }
+
+    ac = c->data;
+
+    if (c->read->active) {
+        (void) ngx_del_event(c->read, NGX_READ_EVENT, 0);
+    }
+
+    if (c->write->active) {
+        (void) ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    ngx_free_connection(c);
+
+    c->fd = (ngx_socket_t) -1;
+    c->data = NULL;
+
+    if (ac) {
+        ac->ev.data = NULL;
+    }
+}

@@ -1,0 +1,431 @@
+
+/*
+ * Copyright (C) ngx_tiktok_reports_module authors
+ */
+
+
+/*
+ * One Redis connection of one worker: connect without DNS (the address was
+ * resolved at configuration time), pipeline the handshake (AUTH, SELECT,
+ * SCRIPT LOAD) ahead of whatever requests queue behind it, watch for
+ * replies that do not come (hiredis 0.14 has no timeouts of its own), and
+ * reconnect with a growing delay after a failure.
+ */
+
+
+#include "ngx_tiktok_reports_redis.h"
+
+
+#define NGX_TIKTOK_REPORTS_BACKOFF_MIN  100
+#define NGX_TIKTOK_REPORTS_BACKOFF_MAX  2000
+
+
+static ngx_int_t ngx_tiktok_reports_node_connect(
+    ngx_tiktok_reports_node_t *node);
+static void ngx_tiktok_reports_node_fail(ngx_tiktok_reports_node_t *node,
+    const char *why);
+static void ngx_tiktok_reports_node_connected(const redisAsyncContext *ac,
+    int status);
+static void ngx_tiktok_reports_node_disconnected(const redisAsyncContext *ac,
+    int status);
+static void ngx_tiktok_reports_node_handshake(redisAsyncContext *ac,
+    void *reply, void *data);
+static void ngx_tiktok_reports_node_lost(ngx_tiktok_reports_node_t *node);
+static void ngx_tiktok_reports_node_watchdog(ngx_event_t *ev);
+static void ngx_tiktok_reports_node_reconnect(ngx_event_t *ev);
+
+
+ngx_int_t
+ngx_tiktok_reports_node_init(ngx_tiktok_reports_node_t *node,
+    ngx_tiktok_reports_redis_conf_t *conf, ngx_str_t *script, ngx_log_t *log)
+{
+    ngx_memzero(node, sizeof(ngx_tiktok_reports_node_t));
+
+    node->conf = conf;
+    node->log = log;
+    node->script = *script;
+    node->backoff = NGX_TIKTOK_REPORTS_BACKOFF_MIN;
+
+    node->watchdog.handler = ngx_tiktok_reports_node_watchdog;
+    node->watchdog.data = node;
+    node->watchdog.log = log;
+    node->watchdog.cancelable = 1;
+
+    node->reconnect.handler = ngx_tiktok_reports_node_reconnect;
+    node->reconnect.data = node;
+    node->reconnect.log = log;
+    node->reconnect.cancelable = 1;
+
+    /* a failure here is not fatal: requests answer 503 until Redis is up */
+    (void) ngx_tiktok_reports_node_connect(node);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_tiktok_reports_node_close(ngx_tiktok_reports_node_t *node)
+{
+    redisAsyncContext  *ac;
+
+    if (node->watchdog.timer_set) {
+        ngx_del_timer(&node->watchdog);
+    }
+
+    if (node->reconnect.timer_set) {
+        ngx_del_timer(&node->reconnect);
+    }
+
+    ac = node->ac;
+
+    if (ac == NULL) {
+        return;
+    }
+
+    node->ac = NULL;
+    node->ready = 0;
+
+    /* pending callbacks run now with a NULL reply: their requests get 503 */
+    ac->onDisconnect = NULL;
+    ac->data = NULL;
+    redisAsyncFree(ac);
+
+    node->pending = 0;
+}
+
+
+ngx_int_t
+ngx_tiktok_reports_node_command(ngx_tiktok_reports_node_t *node,
+    redisCallbackFn *fn, void *data, int argc, const char **argv,
+    const size_t *argvlen)
+{
+    if (node->ac == NULL) {
+
+        if (ngx_current_msec < node->retry_at
+            || ngx_tiktok_reports_node_connect(node) != NGX_OK)
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    if (redisAsyncCommandArgv(node->ac, fn, data, argc, argv, argvlen)
+        != REDIS_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (node->pending++ == 0) {
+        node->last_reply = ngx_current_msec;
+    }
+
+    if (!node->watchdog.timer_set) {
+        ngx_add_timer(&node->watchdog, node->conf->timeout);
+    }
+
+    return NGX_OK;
+}
+
+
+/* every reply callback of this node's commands starts here */
+
+ngx_tiktok_reports_node_t *
+ngx_tiktok_reports_node_replied(redisAsyncContext *ac)
+{
+    ngx_tiktok_reports_node_t  *node;
+
+    node = ac->data;
+
+    if (node == NULL) {
+        return NULL;
+    }
+
+    if (node->pending) {
+        node->pending--;
+    }
+
+    node->last_reply = ngx_current_msec;
+
+    return node;
+}
+
+
+static ngx_int_t
+ngx_tiktok_reports_node_connect(ngx_tiktok_reports_node_t *node)
+{
+    int                               n;
+    u_char                            db[NGX_INT_T_LEN];
+    const char                       *argv[3];
+    size_t                            argvlen[3];
+    redisAsyncContext                *ac;
+    ngx_tiktok_reports_redis_conf_t  *conf;
+
+    conf = node->conf;
+
+    if (conf->path.len) {
+        ac = redisAsyncConnectUnix((char *) conf->path.data);
+
+    } else {
+        ac = redisAsyncConnect((char *) conf->host.data, (int) conf->port);
+    }
+
+    if (ac == NULL) {
+        ngx_tiktok_reports_node_fail(node, "out of memory");
+        ngx_tiktok_reports_node_lost(node);
+        return NGX_ERROR;
+    }
+
+    if (ac->err) {
+        ngx_tiktok_reports_node_fail(node, ac->errstr);
+        redisAsyncFree(ac);
+        ngx_tiktok_reports_node_lost(node);
+        return NGX_ERROR;
+    }
+
+    if (ngx_tiktok_reports_redis_attach(ac, node->log) != NGX_OK) {
+        ngx_tiktok_reports_node_fail(node, "no free connection");
+        redisAsyncFree(ac);
+        ngx_tiktok_reports_node_lost(node);
+        return NGX_ERROR;
+    }
+
+    ac->data = node;
+    node->ac = ac;
+    node->ready = 0;
+    node->pending = 0;
+
+    redisAsyncSetConnectCallback(ac, ngx_tiktok_reports_node_connected);
+    redisAsyncSetDisconnectCallback(ac, ngx_tiktok_reports_node_disconnected);
+
+    /*
+     * The handshake is pipelined: commands of requests queue behind it on
+     * the same socket and are answered in order, so a request never waits
+     * for a separate "ready" step.
+     */
+
+    if (conf->password.len) {
+        n = 0;
+        argv[n] = "AUTH";
+        argvlen[n++] = 4;
+
+        if (conf->user.len) {
+            argv[n] = (const char *) conf->user.data;
+            argvlen[n++] = conf->user.len;
+        }
+
+        argv[n] = (const char *) conf->password.data;
+        argvlen[n++] = conf->password.len;
+
+        if (ngx_tiktok_reports_node_command(node,
+                                            ngx_tiktok_reports_node_handshake,
+                                            "AUTH", n, argv, argvlen)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (conf->db) {
+        argv[0] = "SELECT";
+        argvlen[0] = 6;
+        argv[1] = (const char *) db;
+        argvlen[1] = ngx_sprintf(db, "%i", conf->db) - db;
+
+        if (ngx_tiktok_reports_node_command(node,
+                                            ngx_tiktok_reports_node_handshake,
+                                            "SELECT", 2, argv, argvlen)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    argv[0] = "SCRIPT";
+    argvlen[0] = 6;
+    argv[1] = "LOAD";
+    argvlen[1] = 4;
+    argv[2] = (const char *) node->script.data;
+    argvlen[2] = node->script.len;
+
+    if (ngx_tiktok_reports_node_command(node,
+                                        ngx_tiktok_reports_node_handshake,
+                                        "SCRIPT LOAD", 3, argv, argvlen)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, node->log, 0,
+                   "tiktok_reports: connecting to redis %V", &conf->name);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_tiktok_reports_node_connected(const redisAsyncContext *ac, int status)
+{
+    ngx_tiktok_reports_node_t  *node;
+
+    node = ac->data;
+
+    if (node == NULL || status == REDIS_OK) {
+        return;
+    }
+
+    /* hiredis frees the context after this callback */
+    ngx_tiktok_reports_node_fail(node, ac->errstr);
+    ngx_tiktok_reports_node_lost(node);
+}
+
+
+static void
+ngx_tiktok_reports_node_disconnected(const redisAsyncContext *ac, int status)
+{
+    ngx_tiktok_reports_node_t  *node;
+
+    node = ac->data;
+
+    if (node == NULL) {
+        return;
+    }
+
+    ngx_tiktok_reports_node_fail(node, ac->err ? ac->errstr
+                                               : "connection closed");
+    ngx_tiktok_reports_node_lost(node);
+}
+
+
+static void
+ngx_tiktok_reports_node_handshake(redisAsyncContext *ac, void *reply,
+    void *data)
+{
+    redisReply                 *rr = reply;
+    ngx_tiktok_reports_node_t  *node;
+
+    node = ngx_tiktok_reports_node_replied(ac);
+
+    if (node == NULL || rr == NULL) {
+        return;
+    }
+
+    if (rr->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, node->log, 0,
+                      "tiktok_reports: redis %V refused %s: %*s",
+                      &node->conf->name, (char *) data,
+                      (size_t) rr->len, rr->str);
+
+        /* commands queued behind fail too; drop the connection after them */
+        redisAsyncDisconnect(ac);
+        return;
+    }
+
+    if (ngx_strcmp((char *) data, "SCRIPT LOAD") == 0) {
+        node->ready = 1;
+        node->backoff = NGX_TIKTOK_REPORTS_BACKOFF_MIN;
+
+        if (node->down_logged) {
+            node->down_logged = 0;
+            ngx_log_error(NGX_LOG_NOTICE, node->log, 0,
+                          "tiktok_reports: redis %V is up again",
+                          &node->conf->name);
+        }
+    }
+}
+
+
+static void
+ngx_tiktok_reports_node_fail(ngx_tiktok_reports_node_t *node,
+    const char *why)
+{
+    ngx_uint_t  level;
+
+    /* one line per outage, not one per reconnect attempt */
+    level = node->down_logged ? NGX_LOG_INFO : NGX_LOG_ERR;
+
+    ngx_log_error(level, node->log, 0,
+                  "tiktok_reports: redis %V unavailable: %s",
+                  &node->conf->name, why);
+
+    node->down_logged = 1;
+}
+
+
+/* the context is being freed by hiredis: forget it, plan a reconnect */
+
+static void
+ngx_tiktok_reports_node_lost(ngx_tiktok_reports_node_t *node)
+{
+    node->ac = NULL;
+    node->ready = 0;
+    node->pending = 0;
+
+    if (node->watchdog.timer_set) {
+        ngx_del_timer(&node->watchdog);
+    }
+
+    node->retry_at = ngx_current_msec + node->backoff;
+
+    if (!node->reconnect.timer_set && !ngx_exiting && !ngx_quit) {
+        ngx_add_timer(&node->reconnect, node->backoff);
+    }
+
+    node->backoff *= 2;
+
+    if (node->backoff > NGX_TIKTOK_REPORTS_BACKOFF_MAX) {
+        node->backoff = NGX_TIKTOK_REPORTS_BACKOFF_MAX;
+    }
+}
+
+
+/*
+ * Replies are answered in order, so if the oldest command has waited a whole
+ * timeout without any reply, Redis is stuck or gone: drop the connection, so
+ * that every waiting request gets its 503 and the queue does not grow.
+ */
+
+static void
+ngx_tiktok_reports_node_watchdog(ngx_event_t *ev)
+{
+    ngx_msec_t                  waited;
+    redisAsyncContext          *ac;
+    ngx_tiktok_reports_node_t  *node;
+
+    node = ev->data;
+
+    if (node->ac == NULL || node->pending == 0) {
+        return;
+    }
+
+    waited = ngx_current_msec - node->last_reply;
+
+    if (waited < node->conf->timeout) {
+        ngx_add_timer(&node->watchdog, node->conf->timeout - waited);
+        return;
+    }
+
+    ngx_tiktok_reports_node_fail(node, "timed out");
+
+    ac = node->ac;
+    ac->onDisconnect = NULL;
+    ngx_tiktok_reports_node_lost(node);
+
+    /* callbacks now run with a NULL reply; ac->data is still the node */
+    redisAsyncFree(ac);
+
+    node->pending = 0;
+}
+
+
+static void
+ngx_tiktok_reports_node_reconnect(ngx_event_t *ev)
+{
+    ngx_tiktok_reports_node_t  *node;
+
+    node = ev->data;
+
+    if (node->ac || ngx_exiting || ngx_quit) {
+        return;
+    }
+
+    (void) ngx_tiktok_reports_node_connect(node);
+}

@@ -1,0 +1,617 @@
+
+/*
+ * Copyright (C) ngx_tiktok_reports_module authors
+ */
+
+
+/*
+ * The Redis store: the transition script, how a report becomes its
+ * arguments, and which node serves a key.  Today a store has one node; on
+ * Redis Cluster it will hold the nodes and the slot map, and pick the node
+ * here, without the handlers noticing.
+ */
+
+
+#include "ngx_tiktok_reports_redis.h"
+
+#include <openssl/evp.h>
+
+
+/*
+ * KEYS[1] the message hash, KEYS[2] the change feed.
+ * ARGV: 1 kind ("d" or "s"), 2 status group, 3 event identity (the start
+ * of its timeline line), 4 the rest of that line, 5 now (ms), 6 ttl (s,
+ * "0" never), 7 feed maxlen ("0" off), 8 messageId, 9 callbackData, 10 raw
+ * report (both "" when absent), 11 event time as sent (doneAt or seenAt),
+ * and for deliveries 12 statusName, 13 errorName, 14 errorPermanent,
+ * 15 doneAt in ms ("" when unreadable).
+ * Returns 0 duplicate, 1 stored, 2 stored and status changed.
+ *
+ * The "dg" field keeps the group and instant of the report that holds the
+ * delivery details, so that same-rank reports compare without parsing.
+ * A timeline line starts with the event identity and a JSON-escaped
+ * string cannot contain '{"kind":', so a plain find is an exact test.
+ */
+
+static char ngx_tiktok_reports_script[] =
+"local k = KEYS[1]\n"
+"local cur = redis.call('HMGET', k, 'status', 'timeline', 'dg', 'seenAt')\n"
+"local tl = cur[2]\n"
+"if tl and string.find(tl, ARGV[3], 1, true) then return 0 end\n"
+"local R = {PENDING = 1, UNDELIVERABLE = 2, EXPIRED = 2, REJECTED = 2,\n"
+"           DELIVERED = 3, SEEN = 4}\n"
+"local g = ARGV[2]\n"
+"local r = R[g]\n"
+"local old = cur[1]\n"
+"local line = ARGV[3] .. ARGV[4]\n"
+"local f = {'timeline', tl and (tl .. '\\n' .. line) or line,\n"
+"           'updatedAt', ARGV[5]}\n"
+"local n = 4\n"
+"local new = old\n"
+"if not old or r > (R[old] or 0) then\n"
+"  new = g\n"
+"  f[n + 1] = 'status'; f[n + 2] = g; n = n + 2\n"
+"end\n"
+"if ARGV[9] ~= '' then\n"
+"  f[n + 1] = 'callbackData'; f[n + 2] = ARGV[9]; n = n + 2\n"
+"end\n"
+"if ARGV[1] == 'd' then\n"
+"  local take = true\n"
+"  local dg = cur[3]\n"
+"  if dg then\n"
+"    local sep = string.find(dg, ':', 1, true)\n"
+"    local dgrp = string.sub(dg, 1, sep - 1)\n"
+"    local dr = R[dgrp] or 0\n"
+"    if r ~= dr then\n"
+"      take = r > dr\n"
+"    else\n"
+"      local a = tonumber(ARGV[15])\n"
+"      local b = tonumber(string.sub(dg, sep + 1))\n"
+"      take = dgrp == g and a ~= nil and (b == nil or a > b)\n"
+"    end\n"
+"  end\n"
+"  if take then\n"
+"    f[n + 1] = 'statusName'; f[n + 2] = ARGV[12]\n"
+"    f[n + 3] = 'errorName'; f[n + 4] = ARGV[13]\n"
+"    f[n + 5] = 'errorPermanent'; f[n + 6] = ARGV[14]\n"
+"    f[n + 7] = 'doneAt'; f[n + 8] = ARGV[11]\n"
+"    f[n + 9] = 'dg'; f[n + 10] = g .. ':' .. ARGV[15]\n"
+"    n = n + 10\n"
+"    if ARGV[10] ~= '' then\n"
+"      f[n + 1] = 'delivery'; f[n + 2] = ARGV[10]; n = n + 2\n"
+"    end\n"
+"  end\n"
+"elseif not cur[4] then\n"
+"  f[n + 1] = 'seenAt'; f[n + 2] = ARGV[11]; n = n + 2\n"
+"  if ARGV[10] ~= '' then\n"
+"    f[n + 1] = 'seen'; f[n + 2] = ARGV[10]; n = n + 2\n"
+"  end\n"
+"end\n"
+"redis.call('HSET', k, unpack(f))\n"
+"if ARGV[6] ~= '0' then redis.call('EXPIRE', k, ARGV[6]) end\n"
+"if new == old then return 1 end\n"
+"if ARGV[7] ~= '0' then\n"
+"  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*',\n"
+"             'messageId', ARGV[8], 'status', new, 'previous', old or '',\n"
+"             'at', ARGV[11])\n"
+"end\n"
+"return 2\n";
+
+
+#define NGX_TIKTOK_REPORTS_ARGS  20
+
+
+typedef struct {
+    ngx_tiktok_reports_store_t        *store;
+    ngx_tiktok_reports_node_t         *node;
+    ngx_tiktok_reports_store_done_pt   done;
+    void                              *data;
+    ngx_uint_t                         index;
+    int                                argc;
+    unsigned                           retried:1;
+    unsigned                           raw:1;
+    const char                        *argv[NGX_TIKTOK_REPORTS_ARGS];
+    size_t                             argvlen[NGX_TIKTOK_REPORTS_ARGS];
+} ngx_tiktok_reports_store_cmd_t;
+
+
+static void ngx_tiktok_reports_store_reply(redisAsyncContext *ac,
+    void *reply, void *data);
+static u_char *ngx_tiktok_reports_store_arg(ngx_tiktok_reports_store_cmd_t *cmd,
+    u_char *p, u_char *s, size_t len);
+
+
+static ngx_str_t  ngx_tiktok_reports_script_str;
+static u_char     ngx_tiktok_reports_script_sha[41];
+
+static const char *ngx_tiktok_reports_group_names[] = {
+    "", "PENDING", "UNDELIVERABLE", "DELIVERED", "EXPIRED", "REJECTED"
+};
+
+
+ngx_tiktok_reports_store_t *
+ngx_tiktok_reports_store_get(ngx_conf_t *cf,
+    ngx_tiktok_reports_redis_conf_t *conf)
+{
+    u_char                            md[EVP_MAX_MD_SIZE];
+    unsigned int                      mdlen;
+    ngx_uint_t                        i;
+    ngx_tiktok_reports_store_t      **stores, *store, **slot;
+    ngx_tiktok_reports_main_conf_t   *tmcf;
+
+    if (ngx_tiktok_reports_script_str.len == 0) {
+        ngx_tiktok_reports_script_str.data =
+                                         (u_char *) ngx_tiktok_reports_script;
+        ngx_tiktok_reports_script_str.len =
+                                         sizeof(ngx_tiktok_reports_script) - 1;
+
+        if (EVP_Digest(ngx_tiktok_reports_script,
+                       ngx_tiktok_reports_script_str.len, md, &mdlen,
+                       EVP_sha1(), NULL)
+            != 1)
+        {
+            return NULL;
+        }
+
+        ngx_hex_dump(ngx_tiktok_reports_script_sha, md, mdlen);
+    }
+
+    tmcf = ngx_http_conf_get_module_main_conf(cf, ngx_tiktok_reports_module);
+
+    /* locations that name the same Redis share one connection per worker */
+
+    stores = tmcf->stores.elts;
+
+    for (i = 0; i < tmcf->stores.nelts; i++) {
+        store = stores[i];
+
+        if (store->conf.db == conf->db
+            && store->conf.name.len == conf->name.len
+            && ngx_strncmp(store->conf.name.data, conf->name.data,
+                           conf->name.len) == 0
+            && store->conf.user.len == conf->user.len
+            && ngx_strncmp(store->conf.user.data, conf->user.data,
+                           conf->user.len) == 0
+            && store->conf.password.len == conf->password.len
+            && ngx_strncmp(store->conf.password.data, conf->password.data,
+                           conf->password.len) == 0)
+        {
+            if (conf->timeout < store->conf.timeout) {
+                store->conf.timeout = conf->timeout;
+            }
+
+            return store;
+        }
+    }
+
+    store = ngx_pcalloc(cf->pool, sizeof(ngx_tiktok_reports_store_t));
+    if (store == NULL) {
+        return NULL;
+    }
+
+    store->conf = *conf;
+
+    slot = ngx_array_push(&tmcf->stores);
+    if (slot == NULL) {
+        return NULL;
+    }
+
+    *slot = store;
+
+    return store;
+}
+
+
+ngx_int_t
+ngx_tiktok_reports_store_init_worker(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                        i;
+    ngx_tiktok_reports_store_t      **stores;
+    ngx_tiktok_reports_main_conf_t   *tmcf;
+
+    tmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_tiktok_reports_module);
+    if (tmcf == NULL) {
+        return NGX_OK;
+    }
+
+    stores = tmcf->stores.elts;
+
+    for (i = 0; i < tmcf->stores.nelts; i++) {
+        stores[i]->node = ngx_palloc(cycle->pool,
+                                     sizeof(ngx_tiktok_reports_node_t));
+        if (stores[i]->node == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_tiktok_reports_node_init(stores[i]->node, &stores[i]->conf,
+                                         &ngx_tiktok_reports_script_str,
+                                         cycle->log)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_tiktok_reports_store_exit_worker(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                        i;
+    ngx_tiktok_reports_store_t      **stores;
+    ngx_tiktok_reports_main_conf_t   *tmcf;
+
+    tmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_tiktok_reports_module);
+    if (tmcf == NULL) {
+        return;
+    }
+
+    stores = tmcf->stores.elts;
+
+    for (i = 0; i < tmcf->stores.nelts; i++) {
+        if (stores[i]->node) {
+            ngx_tiktok_reports_node_close(stores[i]->node);
+        }
+    }
+}
+
+
+/* the node that owns a key; a cluster-aware store hashes the {tag} here */
+
+static ngx_tiktok_reports_node_t *
+ngx_tiktok_reports_store_node(ngx_tiktok_reports_store_t *store, u_char *key,
+    size_t len)
+{
+    return store->node;
+}
+
+
+static ngx_int_t
+ngx_tiktok_reports_store_send(ngx_tiktok_reports_store_cmd_t *cmd)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_tiktok_reports_node_command(cmd->node,
+                                         ngx_tiktok_reports_store_reply,
+                                         cmd, cmd->argc, cmd->argv,
+                                         cmd->argvlen);
+
+    return rc == NGX_OK ? NGX_OK : NGX_ERROR;
+}
+
+
+ngx_int_t
+ngx_tiktok_reports_store_transition(ngx_tiktok_reports_store_t *store,
+    ngx_tiktok_reports_store_opts_t *opts, ngx_tiktok_reports_result_t *res,
+    ngx_tiktok_reports_store_done_pt done, void *data)
+{
+    size_t                           size, at_len, name_len;
+    u_char                          *p, *key, *start, *id;
+    u_char                           num[NGX_INT64_LEN + 1];
+    const char                      *group;
+    ngx_uint_t                       delivery;
+    ngx_tiktok_reports_str_t        *at;
+    ngx_tiktok_reports_store_cmd_t  *cmd;
+
+    delivery = (res->kind == NGX_TIKTOK_REPORTS_KIND_DELIVERY);
+
+    if (delivery) {
+        group = ngx_tiktok_reports_group_names[res->group];
+        at = &res->done_at;
+
+    } else {
+        group = "SEEN";
+        at = &res->seen_at;
+    }
+
+    at_len = at->data ? ngx_tiktok_reports_json_string_len(at->data, at->len)
+                      : sizeof("null") - 1;
+    name_len = res->status_name.data
+               ? ngx_tiktok_reports_json_string_len(res->status_name.data,
+                                                    res->status_name.len)
+               : sizeof("null") - 1;
+
+    /*
+     * One block holds the command, its argv and every argument's bytes;
+     * the fixed parts (names, numbers, punctuation) fit in 320 bytes.
+     */
+
+    size = sizeof(ngx_tiktok_reports_store_cmd_t) + 320
+           + 2 * opts->prefix.len + res->message_id.len
+           + res->status_id.len + at_len + name_len + at->len
+           + res->callback_data.len + res->raw.len
+           + res->status_name.len + res->error_name.len;
+
+    cmd = ngx_alloc(size, ngx_cycle->log);
+    if (cmd == NULL) {
+        return NGX_ERROR;
+    }
+
+    cmd->store = store;
+    cmd->done = done;
+    cmd->data = data;
+    cmd->index = 0;
+    cmd->retried = 0;
+    cmd->raw = 0;
+    cmd->argc = 0;
+
+    p = (u_char *) cmd + sizeof(ngx_tiktok_reports_store_cmd_t);
+
+    cmd->argv[cmd->argc] = "EVALSHA";
+    cmd->argvlen[cmd->argc++] = 7;
+    cmd->argv[cmd->argc] = (const char *) ngx_tiktok_reports_script_sha;
+    cmd->argvlen[cmd->argc++] = 40;
+    cmd->argv[cmd->argc] = "2";
+    cmd->argvlen[cmd->argc++] = 1;
+
+    /* KEYS[1]: <prefix>msg:{<messageId>} */
+    key = p;
+    p = ngx_cpymem(p, opts->prefix.data, opts->prefix.len);
+    p = ngx_cpymem(p, "msg:{", 5);
+    p = ngx_cpymem(p, res->message_id.data, res->message_id.len);
+    *p++ = '}';
+    p = ngx_tiktok_reports_store_arg(cmd, p, key, p - key);
+
+    /* KEYS[2]: <prefix>events */
+    start = p;
+    p = ngx_cpymem(p, opts->prefix.data, opts->prefix.len);
+    p = ngx_cpymem(p, "events", 6);
+    p = ngx_tiktok_reports_store_arg(cmd, p, start, p - start);
+
+    /* ARGV[1], ARGV[2] */
+    p = ngx_tiktok_reports_store_arg(cmd, p, (u_char *) (delivery ? "d" : "s"),
+                                     1);
+    p = ngx_tiktok_reports_store_arg(cmd, p, (u_char *) group,
+                                     ngx_strlen(group));
+
+    /* ARGV[3]: the event identity, the start of its timeline line */
+    start = p;
+
+    if (delivery) {
+        p = ngx_cpymem(p, "{\"kind\":\"delivery\",\"id\":",
+                       sizeof("{\"kind\":\"delivery\",\"id\":") - 1);
+
+        if (res->status_id.data) {
+            p = ngx_cpymem(p, res->status_id.data, res->status_id.len);
+
+        } else {
+            p = ngx_cpymem(p, "null", 4);
+        }
+
+        p = ngx_cpymem(p, ",\"at\":", 6);
+
+    } else {
+        p = ngx_cpymem(p, "{\"kind\":\"seen\",\"at\":",
+                       sizeof("{\"kind\":\"seen\",\"at\":") - 1);
+    }
+
+    if (at->data) {
+        p = ngx_tiktok_reports_json_string(p, at->data, at->len);
+
+    } else {
+        p = ngx_cpymem(p, "null", 4);
+    }
+
+    *p++ = ',';
+    p = ngx_tiktok_reports_store_arg(cmd, p, start, p - start);
+
+    /* ARGV[4]: the rest of the line */
+    start = p;
+    p = ngx_sprintf(p, "\"status\":\"%s\"", group);
+
+    if (delivery) {
+        p = ngx_cpymem(p, ",\"statusName\":", 14);
+
+        if (res->status_name.data) {
+            p = ngx_tiktok_reports_json_string(p, res->status_name.data,
+                                               res->status_name.len);
+
+        } else {
+            p = ngx_cpymem(p, "null", 4);
+        }
+    }
+
+    p = ngx_sprintf(p, ",\"receivedAt\":%L}", opts->now);
+    p = ngx_tiktok_reports_store_arg(cmd, p, start, p - start);
+
+    /* ARGV[5] now, ARGV[6] ttl, ARGV[7] maxlen */
+    start = p;
+    p = ngx_sprintf(p, "%L", opts->now);
+    p = ngx_tiktok_reports_store_arg(cmd, p, start, p - start);
+
+    start = p;
+    p = ngx_sprintf(p, "%T", opts->ttl);
+    p = ngx_tiktok_reports_store_arg(cmd, p, start, p - start);
+
+    start = p;
+    p = ngx_sprintf(p, "%i", opts->stream_maxlen);
+    p = ngx_tiktok_reports_store_arg(cmd, p, start, p - start);
+
+    /* ARGV[8] messageId, ARGV[9] callbackData, ARGV[10] raw, ARGV[11] at */
+    id = key + opts->prefix.len + 5;
+    cmd->argv[cmd->argc] = (const char *) id;
+    cmd->argvlen[cmd->argc++] = res->message_id.len;
+
+    p = ngx_tiktok_reports_store_arg(cmd, p, res->callback_data.data,
+                                     res->callback_data.len);
+    p = ngx_tiktok_reports_store_arg(cmd, p, res->raw.data, res->raw.len);
+    p = ngx_tiktok_reports_store_arg(cmd, p, at->data, at->len);
+
+    if (delivery) {
+        p = ngx_tiktok_reports_store_arg(cmd, p, res->status_name.data,
+                                         res->status_name.len);
+
+        if (res->error_name.data) {
+            p = ngx_tiktok_reports_store_arg(cmd, p, res->error_name.data,
+                                             res->error_name.len);
+
+        } else {
+            p = ngx_tiktok_reports_store_arg(cmd, p, (u_char *) "NO_ERROR", 8);
+        }
+
+        p = ngx_tiktok_reports_store_arg(cmd, p,
+                                  (u_char *) (res->error_permanent == 1
+                                              ? "true" : "false"),
+                                  res->error_permanent == 1 ? 4 : 5);
+
+        if (res->done_at_ms != NGX_TIKTOK_REPORTS_NO_TIME) {
+            num[0] = '\0';
+            start = ngx_sprintf(num, "%L", res->done_at_ms);
+            p = ngx_tiktok_reports_store_arg(cmd, p, num, start - num);
+
+        } else {
+            p = ngx_tiktok_reports_store_arg(cmd, p, NULL, 0);
+        }
+    }
+
+    cmd->node = ngx_tiktok_reports_store_node(store, key,
+                                              res->message_id.len + 7);
+
+    if (ngx_tiktok_reports_store_send(cmd) != NGX_OK) {
+        ngx_free(cmd);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* copies an argument into the command block unless it is already there */
+
+static u_char *
+ngx_tiktok_reports_store_arg(ngx_tiktok_reports_store_cmd_t *cmd, u_char *p,
+    u_char *s, size_t len)
+{
+    u_char  *start;
+
+    if (s == NULL || len == 0) {
+        cmd->argv[cmd->argc] = "";
+        cmd->argvlen[cmd->argc++] = 0;
+        return p;
+    }
+
+    if (s + len == p && s >= (u_char *) cmd) {
+        start = s;
+
+    } else {
+        start = p;
+        p = ngx_cpymem(p, s, len);
+    }
+
+    cmd->argv[cmd->argc] = (const char *) start;
+    cmd->argvlen[cmd->argc++] = len;
+
+    return p;
+}
+
+
+ngx_int_t
+ngx_tiktok_reports_store_command(ngx_tiktok_reports_store_t *store,
+    u_char *key, size_t key_len, ngx_tiktok_reports_store_done_pt done,
+    void *data, ngx_uint_t index, int argc, const char **argv,
+    const size_t *argvlen)
+{
+    ngx_tiktok_reports_store_cmd_t  *cmd;
+
+    if (argc > NGX_TIKTOK_REPORTS_ARGS) {
+        return NGX_ERROR;
+    }
+
+    cmd = ngx_alloc(sizeof(ngx_tiktok_reports_store_cmd_t), ngx_cycle->log);
+    if (cmd == NULL) {
+        return NGX_ERROR;
+    }
+
+    cmd->store = store;
+    cmd->node = ngx_tiktok_reports_store_node(store, key, key_len);
+    cmd->done = done;
+    cmd->data = data;
+    cmd->index = index;
+    cmd->retried = 1;
+    cmd->raw = 1;
+    cmd->argc = argc;
+
+    /* hiredis copies the arguments at once; nothing is resent later */
+    if (ngx_tiktok_reports_node_command(cmd->node,
+                                        ngx_tiktok_reports_store_reply,
+                                        cmd, argc, argv, argvlen)
+        != NGX_OK)
+    {
+        ngx_free(cmd);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_tiktok_reports_store_reply(redisAsyncContext *ac, void *reply, void *data)
+{
+    redisReply                      *rr = reply;
+    ngx_int_t                        rc;
+    ngx_tiktok_reports_node_t       *node;
+    ngx_tiktok_reports_store_cmd_t  *cmd = data;
+
+    node = ngx_tiktok_reports_node_replied(ac);
+
+    if (rr == NULL) {
+        /* the connection went away before the reply */
+        cmd->done(cmd->data, cmd->index, NGX_ERROR, NULL);
+        ngx_free(cmd);
+        return;
+    }
+
+    if (cmd->raw) {
+        cmd->done(cmd->data, cmd->index, rr->type == REDIS_REPLY_ERROR ? NGX_ERROR
+                                                           : NGX_OK, rr);
+        ngx_free(cmd);
+        return;
+    }
+
+    if (rr->type == REDIS_REPLY_ERROR
+        && !cmd->retried
+        && node != NULL
+        && rr->len >= 8
+        && ngx_strncmp(rr->str, "NOSCRIPT", 8) == 0)
+    {
+        /* the script cache was flushed: EVAL sends it and caches it again */
+
+        ngx_log_error(NGX_LOG_NOTICE, node->log, 0,
+                      "tiktok_reports: redis %V lost the script, reloading",
+                      &node->conf->name);
+
+        cmd->retried = 1;
+        cmd->argv[0] = "EVAL";
+        cmd->argvlen[0] = 4;
+        cmd->argv[1] = ngx_tiktok_reports_script;
+        cmd->argvlen[1] = ngx_tiktok_reports_script_str.len;
+
+        if (ngx_tiktok_reports_store_send(cmd) == NGX_OK) {
+            return;
+        }
+
+        cmd->done(cmd->data, cmd->index, NGX_ERROR, rr);
+        ngx_free(cmd);
+        return;
+    }
+
+    if (rr->type == REDIS_REPLY_INTEGER) {
+        rc = rr->integer == 0 ? NGX_DECLINED : NGX_OK;
+
+    } else {
+        rc = NGX_ERROR;
+
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "tiktok_reports: redis transition failed: %*s",
+                      rr->type == REDIS_REPLY_ERROR ? (size_t) rr->len : 0,
+                      rr->type == REDIS_REPLY_ERROR ? rr->str : "");
+    }
+
+    cmd->done(cmd->data, cmd->index, rc, rr);
+    ngx_free(cmd);
+}

@@ -1,0 +1,505 @@
+
+/*
+ * Copyright (C) ngx_tiktok_reports_module authors
+ */
+
+
+/*
+ * The webhook: read the whole body, check its signature over the raw bytes,
+ * parse it, send one transition per result to Redis, and answer only when
+ * Redis has confirmed every one of them.
+ */
+
+
+#include "ngx_tiktok_reports_module.h"
+#include "ngx_tiktok_reports_redis.h"
+
+
+/* the answer's counts; in the request pool, touched only while it lives */
+
+typedef struct {
+    ngx_tiktok_reports_result_t   *results;
+    size_t                         nresults;
+    ngx_uint_t                     accepted;
+    ngx_uint_t                     duplicates;
+} ngx_tiktok_reports_batch_t;
+
+
+static void ngx_tiktok_reports_webhook_body(ngx_http_request_t *r);
+static ngx_int_t ngx_tiktok_reports_webhook_json(ngx_http_request_t *r);
+static ngx_int_t ngx_tiktok_reports_webhook_verify(ngx_http_request_t *r,
+    ngx_tiktok_reports_loc_conf_t *tlcf, const char **error);
+static ngx_int_t ngx_tiktok_reports_webhook_sig_chunk(void *data, u_char *p,
+    size_t len);
+static ngx_int_t ngx_tiktok_reports_webhook_parse_chunk(void *data, u_char *p,
+    size_t len);
+static ngx_table_elt_t *ngx_tiktok_reports_webhook_header(
+    ngx_http_request_t *r, u_char *name, size_t len);
+static void *ngx_tiktok_reports_webhook_alloc(void *ctx, size_t size);
+static ngx_int_t ngx_tiktok_reports_webhook_store(ngx_http_request_t *r,
+    ngx_tiktok_reports_loc_conf_t *tlcf, ngx_tiktok_reports_result_t *res,
+    size_t n);
+static void ngx_tiktok_reports_webhook_done(void *data, ngx_uint_t index,
+    ngx_int_t rc, redisReply *reply);
+static ngx_int_t ngx_tiktok_reports_webhook_answer(ngx_http_request_t *r,
+    ngx_tiktok_reports_wait_t *w);
+
+
+ngx_int_t
+ngx_tiktok_reports_webhook_handler(ngx_http_request_t *r)
+{
+    ngx_int_t          rc;
+    ngx_table_elt_t   *h;
+
+    if (r->method != NGX_HTTP_POST) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "Allow");
+        ngx_str_set(&h->value, "POST");
+
+        return ngx_tiktok_reports_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                             "method not allowed");
+    }
+
+    if (ngx_tiktok_reports_webhook_json(r) != NGX_OK) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_tiktok_reports_send_error(r,
+                                 NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                 "Content-Type must be application/json");
+    }
+
+    rc = ngx_http_read_client_request_body(r,
+                                           ngx_tiktok_reports_webhook_body);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+/* no Content-Type is taken as JSON; any other than JSON is refused */
+
+static ngx_int_t
+ngx_tiktok_reports_webhook_json(ngx_http_request_t *r)
+{
+    u_char           *p, *last;
+    size_t            len;
+    ngx_table_elt_t  *ct;
+
+    ct = r->headers_in.content_type;
+
+    if (ct == NULL) {
+        return NGX_OK;
+    }
+
+    p = ct->value.data;
+    last = p + ct->value.len;
+
+    while (p < last && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    len = 0;
+    while (p + len < last && p[len] != ';' && p[len] != ' '
+           && p[len] != '\t')
+    {
+        len++;
+    }
+
+    if (len == sizeof("application/json") - 1
+        && ngx_strncasecmp(p, (u_char *) "application/json", len) == 0)
+    {
+        return NGX_OK;
+    }
+
+    /* application/vnd.something+json */
+    if (len > sizeof("application/+json") - 1
+        && ngx_strncasecmp(p, (u_char *) "application/", 12) == 0
+        && ngx_strncasecmp(p + len - 5, (u_char *) "+json", 5) == 0)
+    {
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static void
+ngx_tiktok_reports_webhook_body(ngx_http_request_t *r)
+{
+    size_t                          n;
+    ngx_int_t                       rc;
+    const char                     *error;
+    ngx_tiktok_reports_parser_t    *parser;
+    ngx_tiktok_reports_result_t    *results;
+    ngx_tiktok_reports_loc_conf_t  *tlcf;
+
+    tlcf = ngx_http_get_module_loc_conf(r, ngx_tiktok_reports_module);
+
+    if (tlcf->sig_mode != NGX_TIKTOK_REPORTS_SIG_OFF) {
+        error = "invalid signature";
+
+        rc = ngx_tiktok_reports_webhook_verify(r, tlcf, &error);
+
+        if (rc == NGX_ERROR) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        if (rc != NGX_OK) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "tiktok_reports: webhook refused: %s", error);
+
+            ngx_http_finalize_request(r,
+                  ngx_tiktok_reports_send_error(r, NGX_HTTP_UNAUTHORIZED,
+                                                error));
+            return;
+        }
+    }
+
+    /* parsed only once authenticated: nobody else makes us parse */
+
+    parser = ngx_tiktok_reports_parser_create(ngx_tiktok_reports_webhook_alloc,
+                                              r->pool,
+                                              tlcf->keep_reports == 1);
+    if (parser == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    rc = ngx_tiktok_reports_body_each(r,
+                                        ngx_tiktok_reports_webhook_parse_chunk,
+                                        parser);
+
+    if (rc == NGX_OK && ngx_tiktok_reports_parser_finish(parser) != 0) {
+        rc = NGX_DECLINED;
+    }
+
+    if (rc != NGX_OK) {
+        if (rc == NGX_DECLINED) {
+            error = ngx_tiktok_reports_parser_error(parser);
+
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "tiktok_reports: webhook body refused: %s", error);
+
+            rc = ngx_tiktok_reports_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                               error);
+
+        } else {
+            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_tiktok_reports_parser_free(parser);
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    results = ngx_tiktok_reports_parser_results(parser, &n);
+    ngx_tiktok_reports_parser_free(parser);
+
+    rc = ngx_tiktok_reports_webhook_store(r, tlcf, results, n);
+
+    if (rc != NGX_DONE) {
+        ngx_http_finalize_request(r, rc);
+    }
+}
+
+
+static ngx_int_t
+ngx_tiktok_reports_webhook_verify(ngx_http_request_t *r,
+    ngx_tiktok_reports_loc_conf_t *tlcf, const char **error)
+{
+    u_char                    *prefix, *p;
+    size_t                     prefix_len;
+    time_t                     ts;
+    ngx_int_t                  rc;
+    ngx_table_elt_t           *sig_h, *id_h, *ts_h;
+    ngx_tiktok_reports_sig_t  *sig;
+
+    prefix = NULL;
+    prefix_len = 0;
+
+    if (tlcf->sig_mode == NGX_TIKTOK_REPORTS_SIG_STANDARD) {
+        id_h = ngx_tiktok_reports_webhook_header(r, (u_char *) "webhook-id",
+                                                 sizeof("webhook-id") - 1);
+        ts_h = ngx_tiktok_reports_webhook_header(r,
+                                            (u_char *) "webhook-timestamp",
+                                            sizeof("webhook-timestamp") - 1);
+        sig_h = ngx_tiktok_reports_webhook_header(r,
+                                            (u_char *) "webhook-signature",
+                                            sizeof("webhook-signature") - 1);
+
+        if (id_h == NULL || ts_h == NULL || sig_h == NULL
+            || id_h->value.len == 0
+            || ngx_strlchr(id_h->value.data,
+                           id_h->value.data + id_h->value.len, '.'))
+        {
+            return NGX_DECLINED;
+        }
+
+        ts = ngx_atotm(ts_h->value.data, ts_h->value.len);
+
+        if (ts == NGX_ERROR
+            || ts < ngx_time() - tlcf->tolerance
+            || ts > ngx_time() + tlcf->tolerance)
+        {
+            *error = "timestamp outside tolerance";
+            return NGX_DECLINED;
+        }
+
+        prefix_len = id_h->value.len + ts_h->value.len + 2;
+
+        prefix = ngx_pnalloc(r->pool, prefix_len);
+        if (prefix == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_cpymem(prefix, id_h->value.data, id_h->value.len);
+        *p++ = '.';
+        p = ngx_cpymem(p, ts_h->value.data, ts_h->value.len);
+        *p++ = '.';
+
+    } else {
+        sig_h = ngx_tiktok_reports_webhook_header(r, tlcf->sig_header.data,
+                                                  tlcf->sig_header.len);
+        if (sig_h == NULL) {
+            return NGX_DECLINED;
+        }
+    }
+
+    sig = ngx_tiktok_reports_sig_begin(tlcf->sig, prefix, prefix_len);
+    if (sig == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_tiktok_reports_body_each(r,
+                                          ngx_tiktok_reports_webhook_sig_chunk,
+                                          sig);
+
+    if (rc == NGX_OK) {
+        rc = ngx_tiktok_reports_sig_verify(sig, sig_h->value.data,
+                                           sig_h->value.len)
+             ? NGX_OK : NGX_DECLINED;
+    }
+
+    ngx_tiktok_reports_sig_free(sig);
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_tiktok_reports_webhook_sig_chunk(void *data, u_char *p, size_t len)
+{
+    return ngx_tiktok_reports_sig_update(data, p, len) == 0 ? NGX_OK
+                                                             : NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_tiktok_reports_webhook_parse_chunk(void *data, u_char *p, size_t len)
+{
+    return ngx_tiktok_reports_parser_feed(data, p, len) == 0 ? NGX_OK
+                                                              : NGX_DECLINED;
+}
+
+
+static ngx_table_elt_t *
+ngx_tiktok_reports_webhook_header(ngx_http_request_t *r, u_char *name,
+    size_t len)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+static void *
+ngx_tiktok_reports_webhook_alloc(void *ctx, size_t size)
+{
+    return ngx_palloc(ctx, size);
+}
+
+
+static ngx_int_t
+ngx_tiktok_reports_webhook_store(ngx_http_request_t *r,
+    ngx_tiktok_reports_loc_conf_t *tlcf, ngx_tiktok_reports_result_t *res,
+    size_t n)
+{
+    size_t                            i;
+    ngx_time_t                       *tp;
+    ngx_tiktok_reports_wait_t        *w;
+    ngx_tiktok_reports_batch_t       *batch;
+    ngx_tiktok_reports_store_opts_t   opts;
+
+    for (i = 0; i < n; i++) {
+        if (res[i].error) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "tiktok_reports: result %uz rejected: %s%s%*s",
+                          i, res[i].error,
+                          res[i].message_id.len ? ", messageId " : "",
+                          res[i].message_id.len, res[i].message_id.data);
+        }
+    }
+
+    batch = ngx_pcalloc(r->pool, sizeof(ngx_tiktok_reports_batch_t));
+    if (batch == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    batch->results = res;
+    batch->nresults = n;
+
+    w = ngx_tiktok_reports_wait_create(r, ngx_tiktok_reports_webhook_answer,
+                                       batch);
+    if (w == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    tp = ngx_timeofday();
+
+    opts.prefix = tlcf->key_prefix;
+    opts.ttl = tlcf->ttl;
+    opts.stream_maxlen = tlcf->stream_maxlen;
+    opts.keep_reports = tlcf->keep_reports;
+    opts.now = (int64_t) tp->sec * 1000 + tp->msec;
+
+    /* all commands go out in one pipeline; replies come back in order */
+
+    for (i = 0; i < n; i++) {
+        if (res[i].error) {
+            continue;
+        }
+
+        if (ngx_tiktok_reports_store_transition(tlcf->store, &opts, &res[i],
+                                                ngx_tiktok_reports_webhook_done,
+                                                w)
+            != NGX_OK)
+        {
+            w->failed = 1;
+            break;
+        }
+
+        w->outstanding++;
+    }
+
+    return ngx_tiktok_reports_wait_start(w, tlcf->redis_timeout);
+}
+
+
+static void
+ngx_tiktok_reports_webhook_done(void *data, ngx_uint_t index, ngx_int_t rc,
+    redisReply *reply)
+{
+    ngx_tiktok_reports_wait_t   *w = data;
+    ngx_tiktok_reports_batch_t  *batch;
+
+    if (w->request) {
+        batch = w->data;
+
+        if (rc == NGX_OK) {
+            batch->accepted++;
+
+        } else if (rc == NGX_DECLINED) {
+            batch->duplicates++;
+        }
+    }
+
+    ngx_tiktok_reports_wait_done(w, rc == NGX_ERROR);
+}
+
+
+static ngx_int_t
+ngx_tiktok_reports_webhook_answer(ngx_http_request_t *r,
+    ngx_tiktok_reports_wait_t *w)
+{
+    size_t                        i, len;
+    u_char                       *body, *p;
+    ngx_tiktok_reports_batch_t   *batch;
+    ngx_tiktok_reports_result_t  *res;
+
+    if (w->failed) {
+        return ngx_tiktok_reports_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                             "status store unavailable");
+    }
+
+    batch = w->data;
+    res = batch->results;
+
+    len = sizeof("{\"accepted\":,\"duplicates\":,\"rejected\":[]}") - 1
+          + 2 * NGX_INT_T_LEN;
+
+    for (i = 0; i < batch->nresults; i++) {
+        if (res[i].error) {
+            len += sizeof("{\"index\":,\"error\":},") - 1 + NGX_SIZE_T_LEN
+                   + ngx_tiktok_reports_json_string_len(
+                         (u_char *) res[i].error, ngx_strlen(res[i].error));
+        }
+    }
+
+    body = ngx_pnalloc(r->pool, len);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_sprintf(body,
+                    "{\"accepted\":%ui,\"duplicates\":%ui,\"rejected\":[",
+                    batch->accepted, batch->duplicates);
+
+    for (i = 0; i < batch->nresults; i++) {
+        if (res[i].error == NULL) {
+            continue;
+        }
+
+        if (p[-1] == '}') {
+            *p++ = ',';
+        }
+
+        p = ngx_sprintf(p, "{\"index\":%uz,\"error\":", i);
+        p = ngx_tiktok_reports_json_string(p, (u_char *) res[i].error,
+                                           ngx_strlen(res[i].error));
+        *p++ = '}';
+    }
+
+    *p++ = ']';
+    *p++ = '}';
+
+    return ngx_tiktok_reports_send_json(r, NGX_HTTP_OK, body, p - body);
+}

@@ -1,0 +1,535 @@
+package TikTokTest;
+
+# A small harness: a real redis-server and a real nginx with the built
+# module, on free loopback ports, in a temp dir; a raw HTTP client; a RESP
+# client; signing helpers; and data-driven cases (request, expected answer,
+# expected Redis state).
+
+use strict;
+use warnings;
+
+use Exporter 'import';
+use File::Temp ();
+use File::Path ();
+use IO::Socket::INET;
+use IO::Select;
+use POSIX ();
+use Time::HiRes qw(sleep time);
+use Digest::SHA ();
+use Digest::MD5 ();
+use MIME::Base64 ();
+use JSON::PP ();
+use Test::More;
+
+our @EXPORT = qw(hmac_hex hmac_b64 json_decode json_encode run_cases
+                 tiktok_dlr tiktok_seen);
+
+my $ROOT = $ENV{TT_ROOT} || do {
+    my $d = __FILE__;
+    $d =~ s{/t/lib/TikTokTest\.pm$}{};
+    $d = '.' if $d eq __FILE__;
+    $d;
+};
+
+sub module_path {
+    return $ENV{TT_MODULE} if $ENV{TT_MODULE};
+    my $dir = $ENV{TT_SANITIZE} ? 'asan' : 'nginx';
+    return "$ROOT/build/$dir/objs/ngx_tiktok_reports_module.so";
+}
+
+sub free_port {
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                  Proto => 'tcp', Listen => 1, ReuseAddr => 1)
+        or die "no free port: $!";
+    my $p = $s->sockport;
+    close $s;
+    return $p;
+}
+
+sub new {
+    my ($class, %opt) = @_;
+    my $dir = File::Temp::tempdir('tiktok-test-XXXXXX', TMPDIR => 1,
+                                  CLEANUP => !$ENV{TT_KEEP});
+    chmod 0755, $dir;
+    my $self = bless { dir => $dir, %opt }, $class;
+    $self->{redis_port} = free_port();
+    $self->{http_port} = free_port();
+    return $self;
+}
+
+sub dir { $_[0]{dir} }
+sub redis_port { $_[0]{redis_port} }
+sub http_port { $_[0]{http_port} }
+
+sub _spawn {
+    my ($self, $env, @cmd) = @_;
+    my $pid = fork();
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        POSIX::setsid();
+        %ENV = (%ENV, %$env);
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>>', "$self->{dir}/spawn.log";
+        open STDERR, '>&', \*STDOUT;
+        exec @cmd or POSIX::_exit(127);
+    }
+    return $pid;
+}
+
+sub _wait_port {
+    my ($port, $timeout) = @_;
+    my $until = time + ($timeout || 10);
+    while (time < $until) {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $port, Proto => 'tcp');
+        if ($s) { close $s; return 1 }
+        sleep 0.02;
+    }
+    return 0;
+}
+
+# --- Redis ---------------------------------------------------------------
+
+sub start_redis {
+    my ($self, %opt) = @_;
+    my $conf = "$self->{dir}/redis.conf";
+    my $data = "$self->{dir}/redis-data";
+    File::Path::make_path($data);
+    open my $fh, '>', $conf or die $!;
+    print $fh "port $self->{redis_port}\nbind 127.0.0.1\n"
+        . "dir $data\nsave \"\"\nappendonly no\ndaemonize no\n"
+        . "logfile $self->{dir}/redis.log\n"
+        . ($opt{extra} || '');
+    close $fh;
+    $self->{redis_pid} = $self->_spawn({}, 'redis-server', $conf);
+    _wait_port($self->{redis_port}) or die "redis did not start";
+    # answers PING only once loaded
+    for (1 .. 100) {
+        my $r = eval { $self->redis('PING') };
+        return $self if defined $r && $r eq 'PONG';
+        sleep 0.05;
+    }
+    die "redis does not answer";
+}
+
+sub stop_redis {
+    my ($self) = @_;
+    my $pid = delete $self->{redis_pid} or return;
+    kill 'CONT', $pid;
+    kill 'TERM', $pid;
+    waitpid $pid, 0;
+    delete $self->{redis_sock};
+}
+
+sub freeze_redis { kill 'STOP', $_[0]{redis_pid} }
+sub thaw_redis   { kill 'CONT', $_[0]{redis_pid} }
+
+sub _resp_read {
+    my ($sock) = @_;
+    my $line = <$sock>;
+    die "redis closed" unless defined $line;
+    $line =~ s/\r\n$//;
+    my ($t, $v) = (substr($line, 0, 1), substr($line, 1));
+    return $v if $t eq '+';
+    return $v + 0 if $t eq ':';
+    die "redis error: $v\n" if $t eq '-';
+    if ($t eq '$') {
+        return undef if $v < 0;
+        my $buf = '';
+        while (length($buf) < $v + 2) {
+            my $n = read($sock, $buf, $v + 2 - length($buf), length($buf));
+            die "redis closed" unless $n;
+        }
+        return substr($buf, 0, $v);
+    }
+    if ($t eq '*') {
+        return undef if $v < 0;
+        return [ map { _resp_read($sock) } 1 .. $v ];
+    }
+    die "bad reply: $line";
+}
+
+# one command on a kept connection; returns the decoded reply, dies on error
+sub redis {
+    my ($self, @cmd) = @_;
+    my $sock = $self->{redis_sock} ||= IO::Socket::INET->new(
+        PeerAddr => '127.0.0.1', PeerPort => $self->{redis_port},
+        Proto => 'tcp') or die "redis connect: $!";
+    my $req = '*' . scalar(@cmd) . "\r\n";
+    $req .= '$' . length($_) . "\r\n$_\r\n" for @cmd;
+    print $sock $req;
+    my $r = eval { _resp_read($sock) };
+    if ($@) {
+        delete $self->{redis_sock} if $@ =~ /closed/;
+        die $@;
+    }
+    return $r;
+}
+
+sub hgetall {
+    my ($self, $key) = @_;
+    my $r = $self->redis('HGETALL', $key);
+    return { @$r };
+}
+
+# --- nginx ---------------------------------------------------------------
+
+sub nginx_conf {
+    my ($self, %opt) = @_;
+    my $d = $self->{dir};
+    my $so = module_path();
+    my $user = $> == 0 ? "user nobody nogroup;\n" : '';
+    my $workers = $opt{workers} || 1;
+    my $redis = "127.0.0.1:$self->{redis_port}";
+    my $http = $opt{http} || '';
+    my $server = $opt{server} || '';
+    for ($http, $server) {
+        s/%%REDIS%%/$redis/g;
+        s/%%REDIS_PORT%%/$self->{redis_port}/g;
+        s/%%DIR%%/$d/g;
+    }
+    return <<"EOF";
+load_module $so;
+$user
+worker_processes $workers;
+error_log $d/error.log info;
+pid $d/nginx.pid;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $d/body;
+    proxy_temp_path $d/proxy;
+    fastcgi_temp_path $d/fastcgi;
+    uwsgi_temp_path $d/uwsgi;
+    scgi_temp_path $d/scgi;
+    tiktok_reports_redis $redis;
+$http
+    server {
+        listen 127.0.0.1:$self->{http_port};
+$server
+    }
+}
+EOF
+}
+
+sub _env {
+    my %env;
+    if ($ENV{TT_SANITIZE}) {
+        my $asan = `gcc -print-file-name=libasan.so`;
+        chomp $asan;
+        $env{LD_PRELOAD} = $asan;
+        $env{ASAN_OPTIONS} = 'detect_leaks=0:abort_on_error=0:'
+            . 'log_path=' . $_[0]{dir} . '/asan';
+        $env{UBSAN_OPTIONS} = 'print_stacktrace=1:log_path='
+            . $_[0]{dir} . '/ubsan';
+    }
+    return \%env;
+}
+
+sub write_conf {
+    my ($self, %opt) = @_;
+    my $d = $self->{dir};
+    for my $sub (qw(body proxy fastcgi uwsgi scgi)) {
+        File::Path::make_path("$d/$sub");
+        chmod 0777, "$d/$sub";
+    }
+    open my $fh, '>', "$d/nginx.conf" or die $!;
+    print $fh $self->nginx_conf(%opt);
+    close $fh;
+}
+
+# nginx -t with a config; returns (exit code, output)
+sub nginx_test_conf {
+    my ($self, %opt) = @_;
+    $self->write_conf(%opt);
+    my $env = $self->_env;
+    local %ENV = (%ENV, %$env);
+    my $out = `nginx -t -p $self->{dir} -c $self->{dir}/nginx.conf 2>&1`;
+    return ($? >> 8, $out);
+}
+
+sub start_nginx {
+    my ($self, %opt) = @_;
+    $self->write_conf(%opt);
+    $self->{nginx_pid} = $self->_spawn($self->_env, 'nginx', '-p', $self->{dir},
+        '-c', "$self->{dir}/nginx.conf", '-g', 'daemon off;');
+    _wait_port($self->{http_port})
+        or die "nginx did not start:\n" . $self->error_log;
+    return $self;
+}
+
+sub reload_nginx {
+    my ($self, %opt) = @_;
+    $self->write_conf(%opt) if %opt;
+    kill 'HUP', $self->{nginx_pid};
+}
+
+sub stop_nginx {
+    my ($self) = @_;
+    my $pid = delete $self->{nginx_pid} or return;
+    kill 'QUIT', $pid;
+    my $until = time + 10;
+    while (time < $until) {
+        return if waitpid($pid, POSIX::WNOHANG()) == $pid;
+        sleep 0.02;
+    }
+    kill 'KILL', -$pid;
+    waitpid $pid, 0;
+}
+
+sub worker_pids {
+    my ($self) = @_;
+    my $master = $self->{nginx_pid};
+    my @pids = grep { chomp; $_ } `pgrep -P $master`;
+    return @pids;
+}
+
+sub error_log {
+    my ($self) = @_;
+    open my $fh, '<', "$self->{dir}/error.log" or return '';
+    local $/;
+    return <$fh>;
+}
+
+# sanitizer reports and alerts are failures wherever they happen
+sub check_logs {
+    my ($self) = @_;
+    my $log = $self->error_log;
+    my @bad = grep { /\[(alert|emerg|crit)\]/ } split /\n/, $log;
+    @bad = grep { !/$self->{allow_log}/ } @bad if $self->{allow_log};
+    ok(!@bad, 'no alert, crit or emerg in error.log')
+        or diag(join "\n", @bad);
+    my @san = glob("$self->{dir}/asan.* $self->{dir}/ubsan.*");
+    ok(!@san, 'no sanitizer report') or do {
+        for my $f (@san) {
+            open my $fh, '<', $f; local $/; diag(<$fh>);
+        }
+    };
+    my @crash = grep { /exited on signal/ } split /\n/, $log;
+    ok(!@crash, 'no worker crashed') or diag(join "\n", @crash);
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    $self->stop_nginx;
+    $self->stop_redis;
+}
+
+# --- HTTP ----------------------------------------------------------------
+
+# returns { status, headers (lowercased keys), body } or undef on timeout
+sub http {
+    my ($self, %req) = @_;
+    my $method = $req{method} || 'GET';
+    my $path = $req{path} || '/';
+    my $body = $req{body};
+    my $headers = $req{headers} || [];
+    my $timeout = $req{timeout} || 10;
+
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $req{port} || $self->{http_port}, Proto => 'tcp')
+        or die "connect: $!";
+    my $r = "$method $path HTTP/1.1\r\nHost: localhost\r\n"
+          . "Connection: close\r\n";
+    my @h = @$headers;
+    while (my ($k, $v) = splice @h, 0, 2) {
+        $r .= "$k: $v\r\n";
+    }
+    $r .= 'Content-Length: ' . length($body) . "\r\n" if defined $body;
+    $r .= "\r\n";
+    $r .= $body if defined $body;
+    $s->blocking(1);
+    print $s $r;
+
+    my $raw = '';
+    my $sel = IO::Select->new($s);
+    my $until = time + $timeout;
+    while (1) {
+        my $left = $until - time;
+        return undef if $left <= 0 || !$sel->can_read($left);
+        my $n = sysread($s, $raw, 65536, length $raw);
+        last unless $n;
+    }
+    close $s;
+    return parse_response($raw);
+}
+
+sub parse_response {
+    my ($raw) = @_;
+    my ($head, $body) = split /\r\n\r\n/, $raw, 2;
+    return undef unless defined $head;
+    my ($status_line, @lines) = split /\r\n/, $head;
+    my ($status) = $status_line =~ m{^HTTP/\d\.\d (\d+)};
+    my %h;
+    for (@lines) {
+        my ($k, $v) = /^([^:]+):\s*(.*)$/ or next;
+        $h{lc $k} = $v;
+    }
+    $body = '' unless defined $body;
+    if (($h{'transfer-encoding'} || '') =~ /chunked/i) {
+        my $out = '';
+        while ($body =~ s/^([0-9a-fA-F]+)\r\n//) {
+            my $n = hex $1;
+            last if $n == 0;
+            $out .= substr($body, 0, $n, '');
+            $body =~ s/^\r\n//;
+        }
+        $body = $out;
+    }
+    return { status => $status, headers => \%h, body => $body, raw => $raw };
+}
+
+# --- signing -------------------------------------------------------------
+
+my %HASH = (
+    md5    => [ \&Digest::MD5::md5, 64 ],
+    sha1   => [ \&Digest::SHA::sha1, 64 ],
+    sha224 => [ \&Digest::SHA::sha224, 64 ],
+    sha256 => [ \&Digest::SHA::sha256, 64 ],
+    sha384 => [ \&Digest::SHA::sha384, 128 ],
+    sha512 => [ \&Digest::SHA::sha512, 128 ],
+);
+
+sub hmac_raw {
+    my ($alg, $key, $data) = @_;
+    my ($fn, $block) = @{ $HASH{$alg} or die "unknown $alg" };
+    $key = $fn->($key) if length($key) > $block;
+    $key .= "\0" x ($block - length $key);
+    my $ipad = $key ^ ("\x36" x $block);
+    my $opad = $key ^ ("\x5c" x $block);
+    return $fn->($opad . $fn->($ipad . $data));
+}
+
+sub hmac_hex { unpack 'H*', hmac_raw(@_) }
+sub hmac_b64 { MIME::Base64::encode_base64(hmac_raw(@_), '') }
+
+my $JSON = JSON::PP->new->canonical;
+sub json_decode { JSON::PP->new->decode($_[0]) }
+sub json_encode { $JSON->encode($_[0]) }
+
+# --- Infobip bodies ------------------------------------------------------
+
+# a TikTok delivery report result, as Infobip documents it, with overrides
+sub tiktok_dlr {
+    my (%o) = @_;
+    my %group = (PENDING => 1, UNDELIVERABLE => 2, DELIVERED => 3,
+                 EXPIRED => 4, REJECTED => 5);
+    my $g = $o{group} || 'DELIVERED';
+    my $r = {
+        bulkId => 'a28dd97c-2222-4fcf-99f1-0b557ed381da',
+        price => { pricePerMessage => 0.01, currency => 'EUR' },
+        status => {
+            groupId => $group{$g} || 0, groupName => $g,
+            id => $o{status_id} // 5,
+            name => $o{name} || 'DELIVERED_TO_HANDSET',
+            description => 'Message delivered to handset',
+        },
+        error => {
+            groupId => 0, groupName => 'OK', id => 0,
+            name => $o{error_name} || 'NO_ERROR', description => 'No Error',
+            permanent => $o{permanent} ? JSON::PP::true : JSON::PP::false,
+        },
+        messageId => $o{id},
+        to => 'u5NkbnslAgxpOelvH01Y+rs7Uw=',
+        sender => '-000pcMJDSDHK-UvK012b10KKXmCvWmVF8o',
+        sentAt => '2023-09-26T10:52:15.457+0000',
+        doneAt => $o{doneAt} || '2023-09-26T10:52:15.799+0000',
+        messageCount => 1,
+        platform => { entityId => 'promotional-traffic-entity',
+                      applicationId => 'marketing-automation-application' },
+    };
+    $r->{callbackData} = $o{callbackData} if defined $o{callbackData};
+    delete $r->{messageId} unless defined $o{id};
+    return $r;
+}
+
+sub tiktok_seen {
+    my (%o) = @_;
+    my $r = {
+        messageId => $o{id},
+        from => '-000pcMJDSDHK-UvK012b10KKXmCvWmVF8o',
+        to => 'u5NkbnslAgxpOelvH01Y+rs7Uw=',
+        sentAt => '2019-11-09T16:00:00.000+0000',
+        seenAt => $o{seenAt} || '2019-11-09T16:00:05.000+0000',
+        applicationId => 'marketing-automation-application',
+        entityId => 'promotional-traffic-entity',
+    };
+    return $r;
+}
+
+# --- data-driven cases ---------------------------------------------------
+#
+# Each case: name; method (POST), path, headers (array), body (string), or
+# results (array, wrapped in {"results":…}); sign => [alg, secret,
+# header, format] to sign the exact body bytes; expect: status, body
+# (exact), json (deep subset), like (regex), headers (hash); redis:
+# [[command...], expected] pairs checked after the answer.
+
+sub run_cases {
+    my ($t, @cases) = @_;
+    for my $c (@cases) {
+        my $body = $c->{body};
+        $body = json_encode({ results => $c->{results} })
+            if !defined $body && $c->{results};
+        my @headers = @{ $c->{headers} || [] };
+        push @headers, 'Content-Type', 'application/json'
+            if defined $body && !$c->{no_content_type}
+               && !grep { lc($_) eq 'content-type' } @headers[grep { !($_ % 2) } 0 .. $#headers];
+        if (my $s = $c->{sign}) {
+            my ($alg, $secret, $hname, $fmt) = @$s;
+            my $sig = ($fmt || 'hex') eq 'b64' ? hmac_b64($alg, $secret, $body)
+                                                : hmac_hex($alg, $secret, $body);
+            push @headers, $hname || 'X-Signature', $sig;
+        }
+        for my $cmd (@{ $c->{before} || [] }) {
+            $t->redis(@$cmd);
+        }
+        my $res = $t->http(method => $c->{method} || 'POST',
+                           path => $c->{path} || '/webhook',
+                           headers => \@headers, body => $body);
+        my $name = $c->{name};
+        if (!$res) {
+            fail("$name: no answer");
+            next;
+        }
+        my $e = $c->{expect} || {};
+        is($res->{status}, $e->{status}, "$name: status")
+            if defined $e->{status};
+        is($res->{body}, $e->{body}, "$name: body") if defined $e->{body};
+        like($res->{body}, $e->{like}, "$name: body like") if $e->{like};
+        if ($e->{json}) {
+            my $got = eval { json_decode($res->{body}) };
+            is_deeply(_subset($got, $e->{json}), $e->{json}, "$name: json")
+                or diag($res->{body});
+        }
+        for my $h (sort keys %{ $e->{headers} || {} }) {
+            is($res->{headers}{lc $h}, $e->{headers}{$h}, "$name: header $h");
+        }
+        my @checks = @{ $c->{redis} || [] };
+        while (my ($cmd, $want) = splice @checks, 0, 2) {
+            my $got = $t->redis(@$cmd);
+            if (ref $want eq 'Regexp') {
+                like($got, $want, "$name: @$cmd");
+            } elsif (ref $want eq 'CODE') {
+                ok($want->($got), "$name: @$cmd") or diag(explain $got);
+            } else {
+                is_deeply($got, $want, "$name: @$cmd");
+            }
+        }
+    }
+}
+
+# the part of $got that $want talks about, for is_deeply
+sub _subset {
+    my ($got, $want) = @_;
+    if (ref $want eq 'HASH' && ref $got eq 'HASH') {
+        return { map { $_ => _subset($got->{$_}, $want->{$_}) }
+                 grep { exists $got->{$_} } keys %$want };
+    }
+    if (ref $want eq 'ARRAY' && ref $got eq 'ARRAY') {
+        return [ map { _subset($got->[$_], $want->[$_]) } 0 .. $#$got ];
+    }
+    return $got;
+}
+
+1;

@@ -1,0 +1,136 @@
+#!/usr/bin/perl
+# Redis as the worker sees it: large bodies through the temp file, Redis
+# stopped and back, Redis frozen (503 in time, and the worker keeps
+# serving other locations), script cache flushed, AUTH and SELECT.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use Time::HiRes qw(time sleep);
+use TikTokTest;
+
+my $t = TikTokTest->new;
+$t->start_redis(extra => "requirepass pw-1\n");
+$t->redis('AUTH', 'pw-1');
+$t->start_nginx(http => <<'EOF', server => <<'EOF');
+    tiktok_reports_redis_password pw-1;
+    tiktok_reports_redis_db 3;
+    tiktok_reports_redis_timeout 500ms;
+EOF
+        location = /webhook {
+            tiktok_reports_webhook;
+            tiktok_reports_signature hmac-sha256;
+            tiktok_reports_secret k;
+            client_body_buffer_size 1k;
+            client_max_body_size 10m;
+        }
+        location = /ping {
+            return 200 "pong\n";
+        }
+EOF
+
+$t->redis('SELECT', 3);
+
+sub post {
+    my (%o) = @_;
+    my $body = $o{body} // json_encode({ results => $o{results} });
+    return $t->http(method => 'POST', path => '/webhook',
+                    timeout => $o{timeout} || 10,
+                    headers => [ 'Content-Type' => 'application/json',
+                                 'X-Signature' => hmac_hex('sha256', 'k', $body) ],
+                    body => $body);
+}
+
+# 2000 reports: well over client_body_buffer_size, so read from the temp file
+{
+    my @r = map { tiktok_dlr(id => "bulk-$_") } 1 .. 2000;
+    my $body = json_encode({ results => \@r });
+    ok(length($body) > 1024 * 1024, 'the 2000-report body is over 1 MB');
+    my $res = post(body => $body, timeout => 30);
+    is($res->{body}, '{"accepted":2000,"duplicates":0,"rejected":[]}',
+       '2000 reports accepted');
+    is($t->redis('HGET', 'tiktok:msg:{bulk-1}', 'status'), 'DELIVERED',
+       'first of 2000 stored (db 3, after AUTH)');
+    is($t->redis('HGET', 'tiktok:msg:{bulk-2000}', 'status'), 'DELIVERED',
+       'last of 2000 stored');
+    is($t->redis('DBSIZE'), 2001, '2000 message keys and the feed');
+    $res = post(body => $body, timeout => 30);
+    is($res->{body}, '{"accepted":0,"duplicates":2000,"rejected":[]}',
+       'the same 2000 again are duplicates');
+}
+
+# the script cache flushed under us: NOSCRIPT, reloaded, answered 200
+{
+    $t->redis('SCRIPT', 'FLUSH');
+    my $res = post(results => [ tiktok_dlr(id => 'noscript-1') ]);
+    is($res->{status}, 200, 'NOSCRIPT: the script is sent again');
+    is($t->redis('HGET', 'tiktok:msg:{noscript-1}', 'status'), 'DELIVERED',
+       'NOSCRIPT: stored');
+    $res = post(results => [ tiktok_dlr(id => 'noscript-2') ]);
+    is($res->{status}, 200, 'NOSCRIPT: later requests use the cached script');
+}
+
+# Redis stopped: 503 with Retry-After; back: 200 without restarting nginx
+{
+    $t->stop_redis;
+    my $res = post(results => [ tiktok_dlr(id => 'down-1') ]);
+    is($res->{status}, 503, 'Redis stopped: 503');
+    is($res->{body}, '{"error":"status store unavailable"}', 'Redis stopped: body');
+    is($res->{headers}{'retry-after'}, '1', 'Redis stopped: Retry-After');
+    $res = post(results => [ tiktok_dlr(id => 'down-2') ]);
+    is($res->{status}, 503, 'Redis still stopped: 503');
+
+    $t->start_redis(extra => "requirepass pw-1\n");
+    $t->redis('AUTH', 'pw-1');
+    $t->redis('SELECT', 3);
+    my $status;
+    for (1 .. 50) {
+        $res = post(results => [ tiktok_dlr(id => 'down-1') ]);
+        $status = $res->{status};
+        last if $status == 200;
+        sleep 0.1;
+    }
+    is($status, 200, 'Redis back: 200 again, nginx not restarted');
+    is($t->redis('HGET', 'tiktok:msg:{down-1}', 'status'), 'DELIVERED',
+       'Redis back: stored');
+}
+
+# Redis frozen: the worker is not blocked, the webhook answers 503 in time
+{
+    $t->freeze_redis;
+    my $start = time;
+    my $pid = fork();
+    if ($pid == 0) {
+        my $res = post(results => [ tiktok_dlr(id => 'frozen-1') ]);
+        exit(($res && $res->{status} == 503) ? 0 : 1);
+    }
+    sleep 0.1;
+    my $t0 = time;
+    my $ping = $t->http(path => '/ping', timeout => 5);
+    my $took = time - $t0;
+    is($ping && $ping->{body}, "pong\n",
+       'Redis frozen: another location of the one worker answers');
+    ok($took < 0.4, sprintf('... at once (%.3fs, less than the Redis timeout)',
+                            $took));
+    waitpid $pid, 0;
+    is($? >> 8, 0, 'Redis frozen: the webhook answered 503');
+    my $total = time - $start;
+    ok($total < 3, sprintf('... within the timeout (%.2fs)', $total));
+
+    $t->thaw_redis;
+    my $status;
+    for (1 .. 50) {
+        my $res = post(results => [ tiktok_dlr(id => 'frozen-2') ]);
+        $status = $res->{status};
+        last if $status == 200;
+        sleep 0.1;
+    }
+    is($status, 200, 'Redis thawed: 200 again');
+}
+
+$t->stop_nginx;
+$t->check_logs;
+
+done_testing;
