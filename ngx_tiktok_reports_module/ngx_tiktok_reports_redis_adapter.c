@@ -194,12 +194,12 @@ ngx_tiktok_reports_redis_cleanup(void *data)
         ngx_del_timer(c->write);
     }
 
-    ngx_free_connection(c);
-
-    c->fd = (ngx_socket_t) -1;
-    c->data = NULL;
-
     if (ac) {
         ac->ev.data = NULL;
     }
+
+    /* c->data now links the free list; fd -1 marks stale events */
+    ngx_free_connection(c);
+
+    c->fd = (ngx_socket_t) -1;
 }

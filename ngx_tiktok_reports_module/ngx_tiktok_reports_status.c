@@ -107,19 +107,23 @@ ngx_tiktok_reports_status_handler(ngx_http_request_t *r)
     rc = ngx_tiktok_reports_status_args(r, ids, &err);
 
     if (rc == NGX_OK) {
-        return ngx_tiktok_reports_status_lookup(r, ids, 1);
-    }
+        rc = ngx_tiktok_reports_status_lookup(r, ids, 1);
 
-    if (rc == NGX_DECLINED) {
+    } else if (rc == NGX_DECLINED) {
         rc = ngx_tiktok_reports_status_path(r, ids, &err);
 
         if (rc == NGX_OK) {
-            return ngx_tiktok_reports_status_lookup(r, ids, 0);
+            rc = ngx_tiktok_reports_status_lookup(r, ids, 0);
         }
     }
 
     if (rc == NGX_DECLINED || rc == NGX_HTTP_BAD_REQUEST) {
         return ngx_tiktok_reports_send_error(r, NGX_HTTP_BAD_REQUEST, err);
+    }
+
+    if (rc == NGX_DONE) {
+        /* no body read took a reference for us: waiting for Redis does */
+        r->main->count++;
     }
 
     return rc;

@@ -9,11 +9,11 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use Time::HiRes qw(time sleep);
+use POSIX ();
 use TikTokTest;
 
 my $t = TikTokTest->new;
-$t->start_redis(extra => "requirepass pw-1\n");
-$t->redis('AUTH', 'pw-1');
+$t->start_redis(password => 'pw-1');
 $t->start_nginx(http => <<'EOF', server => <<'EOF');
     tiktok_reports_redis_password pw-1;
     tiktok_reports_redis_db 3;
@@ -31,7 +31,7 @@ EOF
         }
 EOF
 
-$t->redis('SELECT', 3);
+$t->select_db(3);
 
 sub post {
     my (%o) = @_;
@@ -82,9 +82,7 @@ sub post {
     $res = post(results => [ tiktok_dlr(id => 'down-2') ]);
     is($res->{status}, 503, 'Redis still stopped: 503');
 
-    $t->start_redis(extra => "requirepass pw-1\n");
-    $t->redis('AUTH', 'pw-1');
-    $t->redis('SELECT', 3);
+    $t->start_redis(password => 'pw-1');
     my $status;
     for (1 .. 50) {
         $res = post(results => [ tiktok_dlr(id => 'down-1') ]);
@@ -103,8 +101,9 @@ sub post {
     my $start = time;
     my $pid = fork();
     if ($pid == 0) {
-        my $res = post(results => [ tiktok_dlr(id => 'frozen-1') ]);
-        exit(($res && $res->{status} == 503) ? 0 : 1);
+        my $res = eval { post(results => [ tiktok_dlr(id => 'frozen-1') ]) };
+        # _exit: the harness object of the parent must not be destroyed here
+        POSIX::_exit(($res && $res->{status} == 503) ? 0 : 1);
     }
     sleep 0.1;
     my $t0 = time;

@@ -12,10 +12,10 @@ use Test::More;
 my $root = "$FindBin::Bin/..";
 my $src = "$root/ngx_tiktok_reports_module";
 my $dir = File::Temp::tempdir(CLEANUP => 1);
-my @flags = qw(-std=gnu99 -W -Wall -Wpointer-arith -Wno-unused-parameter
-               -Werror -O1 -g);
-my @san = qw(-fsanitize=address,undefined -fno-omit-frame-pointer
-             -fno-sanitize-recover=undefined);
+my @flags = (qw(-std=gnu99 -W -Wall -Wpointer-arith -Wno-unused-parameter),
+               qw(-Werror -O1 -g));
+my @san = ('-fsanitize=address,undefined', '-fno-omit-frame-pointer',
+           '-fno-sanitize-recover=undefined');
 
 my %units = (
     parser    => [ 'ngx_tiktok_reports_parser.c', '-lyajl' ],

@@ -24,12 +24,11 @@ use Test::More;
 our @EXPORT = qw(hmac_hex hmac_b64 json_decode json_encode run_cases
                  tiktok_dlr tiktok_seen);
 
-my $ROOT = $ENV{TT_ROOT} || do {
-    my $d = __FILE__;
-    $d =~ s{/t/lib/TikTokTest\.pm$}{};
-    $d = '.' if $d eq __FILE__;
-    $d;
-};
+use Cwd ();
+use File::Basename ();
+
+my $ROOT = $ENV{TT_ROOT}
+    || Cwd::abs_path(File::Basename::dirname(__FILE__) . '/../..');
 
 sub module_path {
     return $ENV{TT_MODULE} if $ENV{TT_MODULE};
@@ -99,9 +98,12 @@ sub start_redis {
     print $fh "port $self->{redis_port}\nbind 127.0.0.1\n"
         . "dir $data\nsave \"\"\nappendonly no\ndaemonize no\n"
         . "logfile $self->{dir}/redis.log\n"
+        . ($opt{password} ? "requirepass $opt{password}\n" : '')
         . ($opt{extra} || '');
     close $fh;
     $self->{redis_pid} = $self->_spawn({}, 'redis-server', $conf);
+    $self->{redis_password} = $opt{password};
+    delete $self->{redis_sock};
     _wait_port($self->{redis_port}) or die "redis did not start";
     # answers PING only once loaded
     for (1 .. 100) {
@@ -119,6 +121,13 @@ sub stop_redis {
     kill 'TERM', $pid;
     waitpid $pid, 0;
     delete $self->{redis_sock};
+}
+
+# the database later commands use, on this and later connections
+sub select_db {
+    my ($self, $db) = @_;
+    $self->{redis_db} = $db;
+    $self->redis('SELECT', $db);
 }
 
 sub freeze_redis { kill 'STOP', $_[0]{redis_pid} }
@@ -152,9 +161,19 @@ sub _resp_read {
 # one command on a kept connection; returns the decoded reply, dies on error
 sub redis {
     my ($self, @cmd) = @_;
-    my $sock = $self->{redis_sock} ||= IO::Socket::INET->new(
-        PeerAddr => '127.0.0.1', PeerPort => $self->{redis_port},
-        Proto => 'tcp') or die "redis connect: $!";
+    my $sock = $self->{redis_sock};
+    unless ($sock) {
+        $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+            PeerPort => $self->{redis_port}, Proto => 'tcp')
+            or die "redis connect: $!";
+        $self->{redis_sock} = $sock;
+        if ($self->{redis_password}) {
+            $self->redis('AUTH', $self->{redis_password});
+        }
+        if ($self->{redis_db}) {
+            $self->redis('SELECT', $self->{redis_db});
+        }
+    }
     my $req = '*' . scalar(@cmd) . "\r\n";
     $req .= '$' . length($_) . "\r\n$_\r\n" for @cmd;
     print $sock $req;
@@ -251,10 +270,17 @@ sub nginx_test_conf {
 sub start_nginx {
     my ($self, %opt) = @_;
     $self->write_conf(%opt);
-    $self->{nginx_pid} = $self->_spawn($self->_env, 'nginx', '-p', $self->{dir},
-        '-c', "$self->{dir}/nginx.conf", '-g', 'daemon off;');
-    _wait_port($self->{http_port})
-        or die "nginx did not start:\n" . $self->error_log;
+    my @vg;
+    # TT_VALGRIND=1: nginx and its workers under memcheck, one log each
+    @vg = ('valgrind', '--tool=memcheck', '--leak-check=full',
+           '--errors-for-leak-kinds=definite', '--num-callers=30',
+           "--log-file=$self->{dir}/valgrind.%p",
+           ($ENV{TT_VALGRIND_SUPP} ? "--suppressions=$ENV{TT_VALGRIND_SUPP}" : ()))
+        if $ENV{TT_VALGRIND};
+    $self->{nginx_pid} = $self->_spawn($self->_env, @vg, 'nginx', '-p',
+        $self->{dir}, '-c', "$self->{dir}/nginx.conf", '-g', 'daemon off;');
+    _wait_port($self->{http_port}, $ENV{TT_VALGRIND} ? 60 : 10)
+        or die "nginx did not start:\n" . $self->error_log . $self->spawn_log;
     return $self;
 }
 
@@ -284,6 +310,13 @@ sub worker_pids {
     return @pids;
 }
 
+sub spawn_log {
+    my ($self) = @_;
+    open my $fh, '<', "$self->{dir}/spawn.log" or return '';
+    local $/;
+    return <$fh>;
+}
+
 sub error_log {
     my ($self) = @_;
     open my $fh, '<', "$self->{dir}/error.log" or return '';
@@ -307,6 +340,16 @@ sub check_logs {
     };
     my @crash = grep { /exited on signal/ } split /\n/, $log;
     ok(!@crash, 'no worker crashed') or diag(join "\n", @crash);
+    if ($ENV{TT_VALGRIND}) {
+        my @bad;
+        for my $f (glob("$self->{dir}/valgrind.*")) {
+            open my $fh, '<', $f or next;
+            local $/;
+            my $v = <$fh>;
+            push @bad, $v if $v =~ /ERROR SUMMARY: [1-9]/;
+        }
+        ok(!@bad, 'valgrind has nothing to say') or diag(join "\n", @bad);
+    }
 }
 
 sub DESTROY {
@@ -404,7 +447,7 @@ sub hmac_hex { unpack 'H*', hmac_raw(@_) }
 sub hmac_b64 { MIME::Base64::encode_base64(hmac_raw(@_), '') }
 
 my $JSON = JSON::PP->new->canonical;
-sub json_decode { JSON::PP->new->decode($_[0]) }
+sub json_decode { JSON::PP->new->utf8->decode($_[0]) }
 sub json_encode { $JSON->encode($_[0]) }
 
 # --- Infobip bodies ------------------------------------------------------
