@@ -129,6 +129,14 @@ static const char *ngx_tiktok_reports_group_names[] = {
 };
 
 
+static ngx_uint_t
+ngx_tiktok_reports_store_same(ngx_str_t *a, ngx_str_t *b)
+{
+    return a->len == b->len
+           && (a->len == 0 || ngx_memcmp(a->data, b->data, a->len) == 0);
+}
+
+
 ngx_tiktok_reports_store_t *
 ngx_tiktok_reports_store_get(ngx_conf_t *cf,
     ngx_tiktok_reports_redis_conf_t *conf)
@@ -166,15 +174,10 @@ ngx_tiktok_reports_store_get(ngx_conf_t *cf,
         store = stores[i];
 
         if (store->conf.db == conf->db
-            && store->conf.name.len == conf->name.len
-            && ngx_strncmp(store->conf.name.data, conf->name.data,
-                           conf->name.len) == 0
-            && store->conf.user.len == conf->user.len
-            && ngx_strncmp(store->conf.user.data, conf->user.data,
-                           conf->user.len) == 0
-            && store->conf.password.len == conf->password.len
-            && ngx_strncmp(store->conf.password.data, conf->password.data,
-                           conf->password.len) == 0)
+            && ngx_tiktok_reports_store_same(&store->conf.name, &conf->name)
+            && ngx_tiktok_reports_store_same(&store->conf.user, &conf->user)
+            && ngx_tiktok_reports_store_same(&store->conf.password,
+                                             &conf->password))
         {
             if (conf->timeout < store->conf.timeout) {
                 store->conf.timeout = conf->timeout;
