@@ -277,7 +277,7 @@ sub start_nginx {
     @vg = ('valgrind', '--tool=memcheck', '--leak-check=full',
            '--errors-for-leak-kinds=definite', '--num-callers=30',
            "--log-file=$self->{dir}/valgrind.%p",
-           ($ENV{TT_VALGRIND_SUPP} ? "--suppressions=$ENV{TT_VALGRIND_SUPP}" : ()))
+           "--suppressions=$ROOT/t/valgrind.supp")
         if $ENV{TT_VALGRIND};
     $self->{nginx_pid} = $self->_spawn($self->_env, @vg, 'nginx', '-p',
         $self->{dir}, '-c', "$self->{dir}/nginx.conf", '-g', 'daemon off;');
