@@ -68,7 +68,7 @@ function request()
 end
 
 function response(status, headers, body)
-  if status ~= 200 then bad = bad + 1 end
+  if status < 200 or status > 299 then bad = bad + 1 end
 end
 
 function done(summary, latency, requests)
