@@ -192,6 +192,17 @@ for my $id (@odd) {
     ok($len < 300 && $len >= 10, "maxlen 10: the feed is trimmed ($len)");
 }
 
+# Redis trouble: 503 with Retry-After, as for the webhook
+{
+    $t->stop_redis;
+    my $r = $t->http(path => '/tiktok/status/plain-1');
+    is($r->{status}, 503, 'Redis stopped: lookup 503');
+    is($r->{body}, '{"error":"status store unavailable"}', 'Redis stopped: body');
+    is($r->{headers}{'retry-after'}, '1', 'Redis stopped: Retry-After');
+    $r = $t->http(path => '/tiktok/status/?id=a&id=b');
+    is($r->{status}, 503, 'Redis stopped: batch lookup 503');
+}
+
 $t->stop_nginx;
 $t->check_logs;
 
