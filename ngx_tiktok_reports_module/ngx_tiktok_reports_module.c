@@ -36,6 +36,8 @@ static char *ngx_tiktok_reports_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_tiktok_reports_signature(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_tiktok_reports_secret_file(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_tiktok_reports_init_process(ngx_cycle_t *cycle);
 static void ngx_tiktok_reports_exit_process(ngx_cycle_t *cycle);
 
@@ -133,6 +135,13 @@ static ngx_command_t  ngx_tiktok_reports_commands[] = {
       ngx_conf_set_str_array_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_tiktok_reports_loc_conf_t, secrets),
+      NULL },
+
+    { ngx_string("tiktok_reports_secret_file"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_tiktok_reports_secret_file,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("tiktok_reports_signature_tolerance"),
@@ -628,6 +637,114 @@ ngx_tiktok_reports_signature(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         tlcf->sig_header.data = value[2].data + 7;
         tlcf->sig_header.len = value[2].len - 7;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * Secrets from a file, one per line, so that nginx.conf can be shared
+ * without them; read when the configuration is (re)loaded.
+ */
+
+static char *
+ngx_tiktok_reports_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_tiktok_reports_loc_conf_t *tlcf = conf;
+
+    u_char           *p, *last, *eol, *end;
+    off_t             size;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_str_t        *value, *secret, name;
+    ngx_uint_t        found;
+    ngx_file_info_t   fi;
+
+    value = cf->args->elts;
+    name = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"tiktok_reports_secret_file\" cannot open "
+                           "\"%V\"", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || (size = ngx_file_size(&fi)) > 65536)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"tiktok_reports_secret_file\" \"%V\" is not a "
+                           "readable file of at most 64k", &name);
+        (void) ngx_close_file(fd);
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_pnalloc(cf->pool, (size_t) size + 1);
+    if (p == NULL) {
+        (void) ngx_close_file(fd);
+        return NGX_CONF_ERROR;
+    }
+
+    n = ngx_read_fd(fd, p, (size_t) size);
+    (void) ngx_close_file(fd);
+
+    if (n != (ssize_t) size) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"tiktok_reports_secret_file\" cannot read "
+                           "\"%V\"", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (tlcf->secrets == NGX_CONF_UNSET_PTR) {
+        tlcf->secrets = ngx_array_create(cf->pool, 4, sizeof(ngx_str_t));
+        if (tlcf->secrets == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    found = 0;
+    last = p + n;
+
+    while (p < last) {
+        eol = ngx_strlchr(p, last, '\n');
+        if (eol == NULL) {
+            eol = last;
+        }
+
+        end = eol;
+
+        while (end > p && (end[-1] == '\r' || end[-1] == ' '
+                           || end[-1] == '\t'))
+        {
+            end--;
+        }
+
+        if (end > p && *p != '#') {
+            secret = ngx_array_push(tlcf->secrets);
+            if (secret == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            secret->data = p;
+            secret->len = end - p;
+            found++;
+        }
+
+        p = eol + 1;
+    }
+
+    if (found == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"tiktok_reports_secret_file\" \"%V\" has no "
+                           "secret", &name);
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;

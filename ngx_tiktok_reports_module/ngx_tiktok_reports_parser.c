@@ -123,6 +123,8 @@ static int ngx_tiktok_reports_parser_null(void *ctx);
 static int ngx_tiktok_reports_parser_boolean(void *ctx, int value);
 static int ngx_tiktok_reports_parser_number(void *ctx, const char *data,
     size_t len);
+static int ngx_tiktok_reports_parser_utf8(const unsigned char *s,
+    size_t len);
 static int ngx_tiktok_reports_parser_string(void *ctx,
     const unsigned char *data, size_t len);
 static int ngx_tiktok_reports_parser_start_map(void *ctx);
@@ -395,10 +397,69 @@ ngx_tiktok_reports_parser_number(void *ctx, const char *data, size_t len)
 }
 
 
+/*
+ * yajl checks the shape of UTF-8 sequences but lets overlong forms and
+ * encoded surrogates through; such bytes are refused here, so that nothing
+ * stored can make a later JSON answer invalid.
+ */
+
+static int
+ngx_tiktok_reports_parser_utf8(const unsigned char *s, size_t len)
+{
+    size_t    i, n, k;
+    uint32_t  u, min;
+
+    for (i = 0; i < len; /* void */) {
+
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
+
+        if (s[i] >= 0xc2 && s[i] <= 0xdf) {
+            n = 2; u = s[i] & 0x1f; min = 0x80;
+
+        } else if (s[i] >= 0xe0 && s[i] <= 0xef) {
+            n = 3; u = s[i] & 0x0f; min = 0x800;
+
+        } else if (s[i] >= 0xf0 && s[i] <= 0xf4) {
+            n = 4; u = s[i] & 0x07; min = 0x10000;
+
+        } else {
+            return 0;
+        }
+
+        if (len - i < n) {
+            return 0;
+        }
+
+        for (k = 1; k < n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) {
+                return 0;
+            }
+
+            u = (u << 6) | (s[i + k] & 0x3f);
+        }
+
+        if (u < min || u > 0x10ffff || (u >= 0xd800 && u <= 0xdfff)) {
+            return 0;
+        }
+
+        i += n;
+    }
+
+    return 1;
+}
+
+
 static int
 ngx_tiktok_reports_parser_string(void *ctx, const unsigned char *data,
     size_t len)
 {
+    if (!ngx_tiktok_reports_parser_utf8(data, len)) {
+        return ngx_tiktok_reports_parser_fail(ctx, "invalid UTF-8 in a string");
+    }
+
     return ngx_tiktok_reports_parser_value(ctx,
                                            NGX_TIKTOK_REPORTS_PARSER_STRING,
                                            data, len);
@@ -441,6 +502,10 @@ ngx_tiktok_reports_parser_map_key(void *ctx, const unsigned char *data,
     size_t len)
 {
     ngx_tiktok_reports_parser_t  *p = ctx;
+
+    if (!ngx_tiktok_reports_parser_utf8(data, len)) {
+        return ngx_tiktok_reports_parser_fail(p, "invalid UTF-8 in a string");
+    }
 
     if (p->depth == 1) {
         p->results_key = (len == 7 && memcmp(data, "results", 7) == 0);
