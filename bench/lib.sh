@@ -1,0 +1,57 @@
+# Shared by bench/run and bench/rss: a Redis and an nginx with the module
+# (and a "return 204" location) on loopback ports, torn down on exit.
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+so=$("$root/.ci/build" | tail -1)
+command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
+
+dur=${DURATION:-10s}
+conns=${CONNECTIONS:-32}
+threads=${THREADS:-1}
+workers=${WORKERS:-2}
+dir=$(mktemp -d /tmp/tiktok-bench-XXXXXX)
+chmod 755 "$dir"; mkdir -m 777 "$dir/body"
+rport=$(( 20000 + RANDOM % 10000 ))
+hport=$(( rport + 1 ))
+
+cleanup() {
+    [ -f "$dir/nginx.pid" ] && kill -QUIT "$(cat "$dir/nginx.pid")" 2>/dev/null || true
+    redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true
+    sleep 0.3
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no \
+    --daemonize yes --dir "$dir" --logfile "$dir/redis.log"
+sleep 0.3
+
+cat > "$dir/nginx.conf" <<CONF
+load_module $so;
+$( [ "$(id -u)" = 0 ] && echo "user nobody nogroup;" )
+worker_processes $workers;
+error_log $dir/error.log warn;
+pid $dir/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    tiktok_reports_redis 127.0.0.1:$rport;
+    server {
+        listen 127.0.0.1:$hport backlog=4096;
+        location = /webhook {
+            tiktok_reports_webhook;
+            tiktok_reports_signature hmac-sha256;
+            tiktok_reports_secret bench-secret;
+            client_body_buffer_size 1m;
+            client_max_body_size 8m;
+        }
+        location = /ceiling {
+            return 204;
+        }
+    }
+}
+CONF
+nginx -p "$dir" -c "$dir/nginx.conf"
+sleep 0.5
+
