@@ -38,6 +38,9 @@ static char *ngx_tiktok_reports_signature(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_tiktok_reports_secret_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_tiktok_reports_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_tiktok_reports_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_tiktok_reports_init_process(ngx_cycle_t *cycle);
 static void ngx_tiktok_reports_exit_process(ngx_cycle_t *cycle);
 
@@ -123,6 +126,13 @@ static ngx_command_t  ngx_tiktok_reports_commands[] = {
       0,
       NULL },
 
+    { ngx_string("tiktok_reports_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_tiktok_reports_metrics,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("tiktok_reports_signature"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
       ngx_tiktok_reports_signature,
@@ -157,7 +167,7 @@ static ngx_command_t  ngx_tiktok_reports_commands[] = {
 
 static ngx_http_module_t  ngx_tiktok_reports_module_ctx = {
     NULL,                                  /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_tiktok_reports_postconfiguration,  /* postconfiguration */
 
     ngx_tiktok_reports_create_main_conf,   /* create main configuration */
     NULL,                                  /* init main configuration */
@@ -751,6 +761,43 @@ ngx_tiktok_reports_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+static char *
+ngx_tiktok_reports_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler == ngx_tiktok_reports_metrics_handler) {
+        return "is duplicate";
+    }
+
+    clcf->handler = ngx_tiktok_reports_metrics_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_tiktok_reports_postconfiguration(ngx_conf_t *cf)
+{
+    return ngx_tiktok_reports_metrics_init(cf);
+}
+
+
+/* a monotonic clock in microseconds, for Redis round trips */
+
+ngx_msec_t
+ngx_tiktok_reports_usec(void)
+{
+    struct timespec  ts;
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (ngx_msec_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+
 static ngx_int_t
 ngx_tiktok_reports_init_process(ngx_cycle_t *cycle)
 {
@@ -777,14 +824,24 @@ ngx_int_t
 ngx_tiktok_reports_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len)
 {
+    static ngx_str_t  type = ngx_string("application/json");
+
+    return ngx_tiktok_reports_send(r, status, &type, body, len);
+}
+
+
+ngx_int_t
+ngx_tiktok_reports_send(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, u_char *body, size_t len)
+{
     ngx_int_t    rc;
     ngx_buf_t   *b;
     ngx_chain_t  out;
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = len;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type = *type;
+    r->headers_out.content_type_len = type->len;
     r->headers_out.content_type_lowcase = NULL;
 
     if (len == 0 || r->method == NGX_HTTP_HEAD) {

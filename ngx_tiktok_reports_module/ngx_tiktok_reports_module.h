@@ -108,7 +108,19 @@ typedef ngx_int_t (*ngx_tiktok_reports_chunk_pt)(void *data, u_char *p,
 ngx_int_t ngx_tiktok_reports_body_each(ngx_http_request_t *r,
     ngx_tiktok_reports_chunk_pt handler, void *data);
 
-/* answers shared by both locations */
+/* counters (ngx_tiktok_reports_metrics.c) */
+ngx_int_t ngx_tiktok_reports_metrics_init(ngx_conf_t *cf);
+ngx_int_t ngx_tiktok_reports_metrics_handler(ngx_http_request_t *r);
+void ngx_tiktok_reports_metrics_result(ngx_uint_t kind, ngx_uint_t outcome);
+void ngx_tiktok_reports_metrics_signature_failure(void);
+void ngx_tiktok_reports_metrics_redis_error(ngx_uint_t timeout);
+void ngx_tiktok_reports_metrics_rtt(ngx_msec_t usec);
+void ngx_tiktok_reports_metrics_connected(ngx_uint_t store, ngx_uint_t up);
+ngx_msec_t ngx_tiktok_reports_usec(void);
+
+/* answers shared by the locations */
+ngx_int_t ngx_tiktok_reports_send(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, u_char *body, size_t len);
 ngx_int_t ngx_tiktok_reports_send_json(ngx_http_request_t *r,
     ngx_uint_t status, u_char *body, size_t len);
 ngx_int_t ngx_tiktok_reports_send_error(ngx_http_request_t *r,

@@ -34,6 +34,7 @@ ngx_int_t ngx_tiktok_reports_redis_attach(redisAsyncContext *ac,
 /* node (ngx_tiktok_reports_redis_node.c) */
 struct ngx_tiktok_reports_node_s {
     ngx_tiktok_reports_redis_conf_t  *conf;
+    ngx_uint_t                        index;       /* the store's, metrics */
     redisAsyncContext                *ac;
     ngx_log_t                        *log;
 
@@ -96,7 +97,7 @@ void ngx_tiktok_reports_store_exit_worker(ngx_cycle_t *cycle);
 ngx_int_t ngx_tiktok_reports_store_transition(
     ngx_tiktok_reports_store_t *store, ngx_tiktok_reports_store_opts_t *opts,
     ngx_tiktok_reports_result_t *res, ngx_tiktok_reports_store_done_pt done,
-    void *data);
+    void *data, ngx_uint_t index);
 
 /* raw command on the node for the key (lookups); reply owned by hiredis */
 ngx_int_t ngx_tiktok_reports_store_command(ngx_tiktok_reports_store_t *store,

@@ -39,8 +39,12 @@ ngx_int_t
 ngx_tiktok_reports_node_init(ngx_tiktok_reports_node_t *node,
     ngx_tiktok_reports_redis_conf_t *conf, ngx_str_t *script, ngx_log_t *log)
 {
+    ngx_uint_t  index;
+
+    index = node->index;
     ngx_memzero(node, sizeof(ngx_tiktok_reports_node_t));
 
+    node->index = index;
     node->conf = conf;
     node->log = log;
     node->script = *script;
@@ -321,6 +325,7 @@ ngx_tiktok_reports_node_handshake(redisAsyncContext *ac, void *reply,
 
     if (ngx_strcmp((char *) data, "SCRIPT LOAD") == 0) {
         node->ready = 1;
+        ngx_tiktok_reports_metrics_connected(node->index, 1);
         node->backoff = NGX_TIKTOK_REPORTS_BACKOFF_MIN;
 
         if (node->down_logged) {
@@ -355,6 +360,8 @@ ngx_tiktok_reports_node_fail(ngx_tiktok_reports_node_t *node,
 static void
 ngx_tiktok_reports_node_lost(ngx_tiktok_reports_node_t *node)
 {
+    ngx_tiktok_reports_metrics_connected(node->index, 0);
+
     node->ac = NULL;
     node->ready = 0;
     node->pending = 0;

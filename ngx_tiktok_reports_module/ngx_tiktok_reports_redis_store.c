@@ -107,6 +107,7 @@ typedef struct {
     ngx_tiktok_reports_store_done_pt   done;
     void                              *data;
     ngx_uint_t                         index;
+    ngx_msec_t                         sent;       /* us, for the RTT */
     int                                argc;
     unsigned                           retried:1;
     unsigned                           raw:1;
@@ -227,6 +228,8 @@ ngx_tiktok_reports_store_init_worker(ngx_cycle_t *cycle)
             return NGX_ERROR;
         }
 
+        stores[i]->node->index = i;
+
         if (ngx_tiktok_reports_node_init(stores[i]->node, &stores[i]->conf,
                                          &ngx_tiktok_reports_script_str,
                                          cycle->log)
@@ -278,19 +281,27 @@ ngx_tiktok_reports_store_send(ngx_tiktok_reports_store_cmd_t *cmd)
 {
     ngx_int_t  rc;
 
+    cmd->sent = ngx_tiktok_reports_usec();
+
     rc = ngx_tiktok_reports_node_command(cmd->node,
                                          ngx_tiktok_reports_store_reply,
                                          cmd, cmd->argc, cmd->argv,
                                          cmd->argvlen);
 
-    return rc == NGX_OK ? NGX_OK : NGX_ERROR;
+    if (rc != NGX_OK) {
+        /* no connection to send on */
+        ngx_tiktok_reports_metrics_redis_error(0);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
 ngx_int_t
 ngx_tiktok_reports_store_transition(ngx_tiktok_reports_store_t *store,
     ngx_tiktok_reports_store_opts_t *opts, ngx_tiktok_reports_result_t *res,
-    ngx_tiktok_reports_store_done_pt done, void *data)
+    ngx_tiktok_reports_store_done_pt done, void *data, ngx_uint_t index)
 {
     size_t                           size, at_len, name_len;
     u_char                          *p, *key, *start, *id;
@@ -337,7 +348,7 @@ ngx_tiktok_reports_store_transition(ngx_tiktok_reports_store_t *store,
     cmd->store = store;
     cmd->done = done;
     cmd->data = data;
-    cmd->index = 0;
+    cmd->index = index;
     cmd->retried = 0;
     cmd->raw = 0;
     cmd->argc = 0;
@@ -537,6 +548,7 @@ ngx_tiktok_reports_store_command(ngx_tiktok_reports_store_t *store,
     cmd->retried = 1;
     cmd->raw = 1;
     cmd->argc = argc;
+    cmd->sent = ngx_tiktok_reports_usec();
 
     /* hiredis copies the arguments at once; nothing is resent later */
     if (ngx_tiktok_reports_node_command(cmd->node,
@@ -544,6 +556,7 @@ ngx_tiktok_reports_store_command(ngx_tiktok_reports_store_t *store,
                                         cmd, argc, argv, argvlen)
         != NGX_OK)
     {
+        ngx_tiktok_reports_metrics_redis_error(0);
         ngx_free(cmd);
         return NGX_ERROR;
     }
@@ -564,9 +577,19 @@ ngx_tiktok_reports_store_reply(redisAsyncContext *ac, void *reply, void *data)
 
     if (rr == NULL) {
         /* the connection went away before the reply */
+        ngx_tiktok_reports_metrics_redis_error(0);
         cmd->done(cmd->data, cmd->index, NGX_ERROR, NULL);
         ngx_free(cmd);
         return;
+    }
+
+    ngx_tiktok_reports_metrics_rtt(ngx_tiktok_reports_usec() - cmd->sent);
+
+    if (rr->type == REDIS_REPLY_ERROR
+        && !(cmd->raw == 0 && !cmd->retried && rr->len >= 8
+             && ngx_strncmp(rr->str, "NOSCRIPT", 8) == 0))
+    {
+        ngx_tiktok_reports_metrics_redis_error(0);
     }
 
     if (cmd->raw) {

@@ -96,6 +96,8 @@ ngx_tiktok_reports_wait_timeout(ngx_event_t *ev)
                       "tiktok_reports: redis did not answer in time");
     }
 
+    ngx_tiktok_reports_metrics_redis_error(1);
+
     w->failed = 1;
     ngx_tiktok_reports_wait_finish(w);
 }

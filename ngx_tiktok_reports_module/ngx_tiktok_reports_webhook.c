@@ -162,6 +162,8 @@ ngx_tiktok_reports_webhook_body(ngx_http_request_t *r)
         }
 
         if (rc != NGX_OK) {
+            ngx_tiktok_reports_metrics_signature_failure();
+
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                           "tiktok_reports: webhook refused: %s", error);
 
@@ -371,6 +373,8 @@ ngx_tiktok_reports_webhook_store(ngx_http_request_t *r,
 
     for (i = 0; i < n; i++) {
         if (res[i].error) {
+            ngx_tiktok_reports_metrics_result(res[i].kind, 2);
+
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                           "tiktok_reports: result %uz rejected: %s%s%*s",
                           i, res[i].error,
@@ -410,7 +414,7 @@ ngx_tiktok_reports_webhook_store(ngx_http_request_t *r,
 
         if (ngx_tiktok_reports_store_transition(tlcf->store, &opts, &res[i],
                                                 ngx_tiktok_reports_webhook_done,
-                                                w)
+                                                w, i)
             != NGX_OK)
         {
             w->failed = 1;
@@ -436,9 +440,11 @@ ngx_tiktok_reports_webhook_done(void *data, ngx_uint_t index, ngx_int_t rc,
 
         if (rc == NGX_OK) {
             batch->accepted++;
+            ngx_tiktok_reports_metrics_result(batch->results[index].kind, 0);
 
         } else if (rc == NGX_DECLINED) {
             batch->duplicates++;
+            ngx_tiktok_reports_metrics_result(batch->results[index].kind, 1);
         }
     }
 

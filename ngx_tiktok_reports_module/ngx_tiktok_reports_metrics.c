@@ -1,0 +1,382 @@
+
+/*
+ * Copyright (C) ngx_tiktok_reports_module authors
+ */
+
+
+/*
+ * Counters in a shared memory zone, so that the numbers are totals across
+ * all workers and survive a reload (nginx hands the same zone to the new
+ * cycle), served in Prometheus text format by tiktok_reports_metrics.
+ */
+
+
+#include "ngx_tiktok_reports_module.h"
+#include "ngx_tiktok_reports_redis.h"
+
+
+#define NGX_TIKTOK_REPORTS_CODES     10
+#define NGX_TIKTOK_REPORTS_BUCKETS   13
+#define NGX_TIKTOK_REPORTS_WORKERS   64
+#define NGX_TIKTOK_REPORTS_STORES    8
+
+
+typedef struct {
+    ngx_atomic_t   requests[2][NGX_TIKTOK_REPORTS_CODES];
+    ngx_atomic_t   results[3][3];
+    ngx_atomic_t   signature_failures;
+    ngx_atomic_t   redis_errors;
+    ngx_atomic_t   redis_timeouts;
+    ngx_atomic_t   rtt[NGX_TIKTOK_REPORTS_BUCKETS];
+    ngx_atomic_t   rtt_count;
+    ngx_atomic_t   rtt_usec;
+    ngx_atomic_t   connected[NGX_TIKTOK_REPORTS_WORKERS]
+                            [NGX_TIKTOK_REPORTS_STORES];
+} ngx_tiktok_reports_metrics_t;
+
+
+static ngx_int_t ngx_tiktok_reports_metrics_init_zone(ngx_shm_zone_t *zone,
+    void *data);
+static ngx_int_t ngx_tiktok_reports_metrics_log(ngx_http_request_t *r);
+
+
+static ngx_tiktok_reports_metrics_t  *ngx_tiktok_reports_metrics;
+
+static ngx_uint_t  ngx_tiktok_reports_codes[NGX_TIKTOK_REPORTS_CODES] = {
+    200, 400, 401, 404, 405, 413, 415, 500, 503, 0
+};
+
+static const char  *ngx_tiktok_reports_locations[] = { "webhook", "status" };
+static const char  *ngx_tiktok_reports_kinds[] = {
+    "unknown", "delivery", "seen"
+};
+static const char  *ngx_tiktok_reports_outcomes[] = {
+    "accepted", "duplicate", "rejected"
+};
+
+/* upper bounds in microseconds; the last is +Inf */
+static ngx_msec_t  ngx_tiktok_reports_bounds[NGX_TIKTOK_REPORTS_BUCKETS] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,
+    1000000, 0
+};
+
+
+ngx_int_t
+ngx_tiktok_reports_metrics_init(ngx_conf_t *cf)
+{
+    ngx_str_t                   name;
+    ngx_shm_zone_t             *zone;
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    ngx_str_set(&name, "tiktok_reports_metrics");
+
+    zone = ngx_shared_memory_add(cf, &name,
+                                 ngx_max(8 * ngx_pagesize,
+                                         sizeof(ngx_tiktok_reports_metrics_t)
+                                         + 4 * ngx_pagesize),
+                                 &ngx_tiktok_reports_module);
+    if (zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    zone->init = ngx_tiktok_reports_metrics_init_zone;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_tiktok_reports_metrics_log;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_tiktok_reports_metrics_init_zone(ngx_shm_zone_t *zone, void *data)
+{
+    ngx_slab_pool_t  *shpool;
+
+    if (data) {
+        /* a reload: keep counting in the zone of the previous cycle */
+        zone->data = data;
+        ngx_tiktok_reports_metrics = data;
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+
+    if (zone->shm.exists) {
+        zone->data = shpool->data;
+        ngx_tiktok_reports_metrics = shpool->data;
+        return NGX_OK;
+    }
+
+    ngx_tiktok_reports_metrics = ngx_slab_calloc(shpool,
+                                       sizeof(ngx_tiktok_reports_metrics_t));
+    if (ngx_tiktok_reports_metrics == NULL) {
+        return NGX_ERROR;
+    }
+
+    shpool->data = ngx_tiktok_reports_metrics;
+    zone->data = ngx_tiktok_reports_metrics;
+
+    return NGX_OK;
+}
+
+
+/* every answer of a webhook or lookup location, nginx's own 413 included */
+
+static ngx_int_t
+ngx_tiktok_reports_metrics_log(ngx_http_request_t *r)
+{
+    ngx_uint_t                      loc, i, code;
+    ngx_tiktok_reports_loc_conf_t  *tlcf;
+
+    if (ngx_tiktok_reports_metrics == NULL) {
+        return NGX_OK;
+    }
+
+    tlcf = ngx_http_get_module_loc_conf(r, ngx_tiktok_reports_module);
+
+    if (tlcf->webhook == 1) {
+        loc = 0;
+
+    } else if (tlcf->status == 1) {
+        loc = 1;
+
+    } else {
+        return NGX_OK;
+    }
+
+    code = r->headers_out.status;
+
+    for (i = 0; i < NGX_TIKTOK_REPORTS_CODES - 1; i++) {
+        if (ngx_tiktok_reports_codes[i] == code) {
+            break;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(
+                          &ngx_tiktok_reports_metrics->requests[loc][i], 1);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_tiktok_reports_metrics_result(ngx_uint_t kind, ngx_uint_t outcome)
+{
+    if (ngx_tiktok_reports_metrics && kind < 3 && outcome < 3) {
+        (void) ngx_atomic_fetch_add(
+                       &ngx_tiktok_reports_metrics->results[kind][outcome], 1);
+    }
+}
+
+
+void
+ngx_tiktok_reports_metrics_signature_failure(void)
+{
+    if (ngx_tiktok_reports_metrics) {
+        (void) ngx_atomic_fetch_add(
+                       &ngx_tiktok_reports_metrics->signature_failures, 1);
+    }
+}
+
+
+void
+ngx_tiktok_reports_metrics_redis_error(ngx_uint_t timeout)
+{
+    if (ngx_tiktok_reports_metrics) {
+        (void) ngx_atomic_fetch_add(timeout
+                                ? &ngx_tiktok_reports_metrics->redis_timeouts
+                                : &ngx_tiktok_reports_metrics->redis_errors,
+                                1);
+    }
+}
+
+
+void
+ngx_tiktok_reports_metrics_rtt(ngx_msec_t usec)
+{
+    ngx_uint_t  i;
+
+    if (ngx_tiktok_reports_metrics == NULL) {
+        return;
+    }
+
+    for (i = 0; i < NGX_TIKTOK_REPORTS_BUCKETS - 1; i++) {
+        if (usec <= ngx_tiktok_reports_bounds[i]) {
+            break;
+        }
+    }
+
+    /* buckets are kept apart here and added up when served */
+    (void) ngx_atomic_fetch_add(&ngx_tiktok_reports_metrics->rtt[i], 1);
+    (void) ngx_atomic_fetch_add(&ngx_tiktok_reports_metrics->rtt_count, 1);
+    (void) ngx_atomic_fetch_add(&ngx_tiktok_reports_metrics->rtt_usec, usec);
+}
+
+
+void
+ngx_tiktok_reports_metrics_connected(ngx_uint_t store, ngx_uint_t up)
+{
+    if (ngx_tiktok_reports_metrics
+        && ngx_worker < NGX_TIKTOK_REPORTS_WORKERS
+        && store < NGX_TIKTOK_REPORTS_STORES)
+    {
+        ngx_tiktok_reports_metrics->connected[ngx_worker][store] = up ? 1 : 2;
+    }
+}
+
+
+ngx_int_t
+ngx_tiktok_reports_metrics_handler(ngx_http_request_t *r)
+{
+    u_char                           *p, *body;
+    size_t                            len;
+    ngx_int_t                         rc;
+    ngx_uint_t                        i, j, n;
+    ngx_atomic_uint_t                 cum;
+    ngx_tiktok_reports_store_t      **stores;
+    ngx_tiktok_reports_metrics_t     *m;
+    ngx_tiktok_reports_main_conf_t   *tmcf;
+
+    static ngx_str_t  type =
+                       ngx_string("text/plain; version=0.0.4; charset=utf-8");
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    m = ngx_tiktok_reports_metrics;
+
+    if (m == NULL) {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    tmcf = ngx_http_get_module_main_conf(r, ngx_tiktok_reports_module);
+    stores = tmcf->stores.elts;
+
+    len = 8192 + NGX_TIKTOK_REPORTS_WORKERS * NGX_TIKTOK_REPORTS_STORES * 128;
+
+    for (i = 0; i < tmcf->stores.nelts; i++) {
+        len += NGX_TIKTOK_REPORTS_WORKERS * stores[i]->conf.name.len;
+    }
+
+    body = ngx_pnalloc(r->pool, len);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(body,
+        "# HELP tiktok_reports_requests_total Answers of the webhook and "
+        "lookup locations, by status code.\n"
+        "# TYPE tiktok_reports_requests_total counter\n",
+        sizeof("# HELP tiktok_reports_requests_total Answers of the webhook "
+               "and lookup locations, by status code.\n"
+               "# TYPE tiktok_reports_requests_total counter\n") - 1);
+
+    for (i = 0; i < 2; i++) {
+        for (j = 0; j < NGX_TIKTOK_REPORTS_CODES; j++) {
+            if (ngx_tiktok_reports_codes[j]) {
+                p = ngx_sprintf(p, "tiktok_reports_requests_total"
+                                "{location=\"%s\",code=\"%ui\"} %uA\n",
+                                ngx_tiktok_reports_locations[i],
+                                ngx_tiktok_reports_codes[j],
+                                m->requests[i][j]);
+
+            } else {
+                p = ngx_sprintf(p, "tiktok_reports_requests_total"
+                                "{location=\"%s\",code=\"other\"} %uA\n",
+                                ngx_tiktok_reports_locations[i],
+                                m->requests[i][j]);
+            }
+        }
+    }
+
+    p = ngx_sprintf(p,
+        "# HELP tiktok_reports_results_total Results of webhook bodies, by "
+        "kind and outcome.\n"
+        "# TYPE tiktok_reports_results_total counter\n");
+
+    for (i = 0; i < 3; i++) {
+        for (j = 0; j < 3; j++) {
+            p = ngx_sprintf(p, "tiktok_reports_results_total"
+                            "{kind=\"%s\",outcome=\"%s\"} %uA\n",
+                            ngx_tiktok_reports_kinds[i],
+                            ngx_tiktok_reports_outcomes[j],
+                            m->results[i][j]);
+        }
+    }
+
+    p = ngx_sprintf(p,
+        "# HELP tiktok_reports_signature_failures_total Webhook requests "
+        "refused for their signature.\n"
+        "# TYPE tiktok_reports_signature_failures_total counter\n"
+        "tiktok_reports_signature_failures_total %uA\n"
+        "# HELP tiktok_reports_redis_errors_total Redis commands that failed "
+        "(error reply or connection lost).\n"
+        "# TYPE tiktok_reports_redis_errors_total counter\n"
+        "tiktok_reports_redis_errors_total %uA\n"
+        "# HELP tiktok_reports_redis_timeouts_total Requests answered 503 "
+        "because Redis did not answer in time.\n"
+        "# TYPE tiktok_reports_redis_timeouts_total counter\n"
+        "tiktok_reports_redis_timeouts_total %uA\n"
+        "# HELP tiktok_reports_redis_rtt_seconds Time from sending a command "
+        "to its reply.\n"
+        "# TYPE tiktok_reports_redis_rtt_seconds histogram\n",
+        m->signature_failures, m->redis_errors, m->redis_timeouts);
+
+    cum = 0;
+
+    for (i = 0; i < NGX_TIKTOK_REPORTS_BUCKETS; i++) {
+        cum += m->rtt[i];
+
+        if (ngx_tiktok_reports_bounds[i]) {
+            p = ngx_sprintf(p, "tiktok_reports_redis_rtt_seconds_bucket"
+                            "{le=\"%ui.%06ui\"} %uA\n",
+                            ngx_tiktok_reports_bounds[i] / 1000000,
+                            ngx_tiktok_reports_bounds[i] % 1000000, cum);
+
+        } else {
+            p = ngx_sprintf(p, "tiktok_reports_redis_rtt_seconds_bucket"
+                            "{le=\"+Inf\"} %uA\n", cum);
+        }
+    }
+
+    p = ngx_sprintf(p, "tiktok_reports_redis_rtt_seconds_sum %uA.%06uA\n"
+                    "tiktok_reports_redis_rtt_seconds_count %uA\n",
+                    m->rtt_usec / 1000000, m->rtt_usec % 1000000,
+                    m->rtt_count);
+
+    p = ngx_sprintf(p,
+        "# HELP tiktok_reports_redis_connected Whether each worker's "
+        "connection to each Redis is up.\n"
+        "# TYPE tiktok_reports_redis_connected gauge\n");
+
+    n = ngx_min(tmcf->stores.nelts, NGX_TIKTOK_REPORTS_STORES);
+
+    for (i = 0; i < NGX_TIKTOK_REPORTS_WORKERS; i++) {
+        for (j = 0; j < n; j++) {
+            if (m->connected[i][j] == 0) {
+                continue;
+            }
+
+            p = ngx_sprintf(p, "tiktok_reports_redis_connected"
+                            "{worker=\"%ui\",redis=\"%V\"} %d\n",
+                            i, &stores[j]->conf.name,
+                            m->connected[i][j] == 1 ? 1 : 0);
+        }
+    }
+
+    return ngx_tiktok_reports_send(r, NGX_HTTP_OK, &type, body, p - body);
+}

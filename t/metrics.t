@@ -1,0 +1,117 @@
+#!/usr/bin/perl
+# Prometheus metrics: totals across several workers, kept across a reload.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use Time::HiRes qw(sleep);
+use TikTokTest;
+
+my $t = TikTokTest->new;
+$t->start_redis;
+my %conf = (workers => 3, server => <<'EOF');
+        location = /webhook {
+            tiktok_reports_webhook;
+            tiktok_reports_signature hmac-sha256;
+            tiktok_reports_secret k;
+            client_max_body_size 2k;
+        }
+        location /tiktok/status/ {
+            tiktok_reports_status;
+        }
+        location = /metrics {
+            tiktok_reports_metrics;
+        }
+EOF
+$t->start_nginx(%conf);
+
+sub post {
+    my ($body, $sign) = @_;
+    return $t->http(method => 'POST', path => '/webhook',
+        headers => [ 'Content-Type' => 'application/json',
+                     'X-Signature' => $sign // hmac_hex('sha256', 'k', $body) ],
+        body => $body);
+}
+
+sub metrics {
+    my $r = $t->http(path => '/metrics');
+    my %m;
+    for (split /\n/, $r->{body}) {
+        next if /^#/;
+        my ($k, $v) = /^(\S+) (\S+)$/ or next;
+        $m{$k} = $v;
+    }
+    return (\%m, $r);
+}
+
+# 60 requests on new connections: the kernel spreads them over the workers
+my %pids;
+for my $i (1 .. 30) {
+    my $body = json_encode({ results => [ tiktok_dlr(id => "m-$i"),
+                                          tiktok_seen(id => "m-$i"),
+                                          { to => 'no id' } ] });
+    post($body);
+    post($body);    # the same again: duplicates
+}
+post('{"results":[]}', 'bad-signature') for 1 .. 5;
+post('not json') for 1 .. 4;
+post(json_encode({ results => [ map { tiktok_dlr(id => "big-$_") } 1 .. 10 ] }));
+$t->http(path => '/tiktok/status/m-1');
+$t->http(path => '/tiktok/status/nope');
+
+my ($m, $r) = metrics();
+is($r->{status}, 200, 'metrics: 200');
+like($r->{headers}{'content-type'}, qr{^text/plain; version=0\.0\.4}, 'metrics: Prometheus text');
+is($m->{'tiktok_reports_requests_total{location="webhook",code="200"}'}, 60,
+   'webhook 200s, totalled over the workers');
+is($m->{'tiktok_reports_requests_total{location="webhook",code="401"}'}, 5, '401s');
+is($m->{'tiktok_reports_requests_total{location="webhook",code="400"}'}, 4, '400s');
+is($m->{'tiktok_reports_requests_total{location="webhook",code="413"}'}, 1,
+   "nginx's own 413 is counted");
+is($m->{'tiktok_reports_requests_total{location="status",code="200"}'}, 1, 'lookup 200');
+is($m->{'tiktok_reports_requests_total{location="status",code="404"}'}, 1, 'lookup 404');
+is($m->{'tiktok_reports_results_total{kind="delivery",outcome="accepted"}'}, 30,
+   'delivery accepted');
+is($m->{'tiktok_reports_results_total{kind="seen",outcome="accepted"}'}, 30, 'seen accepted');
+is($m->{'tiktok_reports_results_total{kind="delivery",outcome="duplicate"}'}, 30,
+   'delivery duplicates');
+is($m->{'tiktok_reports_results_total{kind="seen",outcome="duplicate"}'}, 30,
+   'seen duplicates');
+is($m->{'tiktok_reports_results_total{kind="unknown",outcome="rejected"}'}, 60, 'rejected');
+is($m->{'tiktok_reports_signature_failures_total'}, 5, 'signature failures');
+is($m->{'tiktok_reports_redis_errors_total'}, 0, 'no Redis errors');
+is($m->{'tiktok_reports_redis_rtt_seconds_count'}, 122,
+   'one round trip per transition and lookup');
+is($m->{'tiktok_reports_redis_rtt_seconds_bucket{le="+Inf"}'}, 122, 'histogram +Inf');
+ok($m->{'tiktok_reports_redis_rtt_seconds_sum'} > 0, 'histogram sum');
+my @up = grep { /^tiktok_reports_redis_connected\{/ } keys %$m;
+is(scalar @up, 3, 'a connection gauge per worker');
+is(scalar(grep { $m->{$_} == 1 } @up), 3, 'every worker connected');
+
+my @pids = $t->worker_pids;
+is(scalar @pids, 3, 'three workers');
+
+# a reload keeps the totals
+$t->reload_nginx;
+sleep 1;
+post(json_encode({ results => [ tiktok_dlr(id => 'after-reload') ] }));
+($m) = metrics();
+is($m->{'tiktok_reports_requests_total{location="webhook",code="200"}'}, 61,
+   'totals survive a reload');
+
+# Redis gone: errors counted, gauges down
+$t->stop_redis;
+post(json_encode({ results => [ tiktok_dlr(id => 'down') ] }));
+sleep 0.3;
+($m) = metrics();
+is($m->{'tiktok_reports_requests_total{location="webhook",code="503"}'}, 1, '503 counted');
+ok($m->{'tiktok_reports_redis_errors_total'} >= 1, 'Redis errors counted');
+ok(scalar(grep { /^tiktok_reports_redis_connected\{/ && $m->{$_} == 0 } keys %$m) >= 1,
+   'a worker reports its connection down');
+
+$t->stop_nginx;
+$t->check_logs;
+
+done_testing;
