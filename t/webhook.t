@@ -369,6 +369,22 @@ run_cases($t,
     );
 }
 
+# what is refused is logged with the reason; nothing secret is logged
+{
+    my $log = $t->error_log;
+    like($log, qr/\[warn\].*webhook refused: invalid signature/,
+         'a bad signature is logged as a warning');
+    like($log, qr/\[warn\].*result 1 rejected: missing messageId/,
+         'a rejected result is logged with its index and reason');
+    like($log, qr/rejected: neither a delivery nor a seen report, messageId neither-1/,
+         'a rejected result is logged with its messageId');
+    like($log, qr/webhook body refused: no results array/, 'a refused body is logged');
+    unlike($log, qr/current-secret|previous-secret|s3cr3t|whsec_/, 'no secret in the log');
+    my $sig = hmac_hex('sha256', 'not-the-secret',
+                       json_encode({ results => [ tiktok_dlr(id => 'badsig-1') ] }));
+    unlike($log, qr/\Q$sig\E/, 'no signature value in the log');
+}
+
 $t->stop_nginx;
 $t->check_logs;
 
