@@ -3,7 +3,14 @@
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 so=$("$root/.ci/build" | tail -1)
-command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
+need=
+command -v wrk >/dev/null || need="$need wrk"
+[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need="$need libnginx-mod-http-lua"
+dpkg-query -W lua-cjson >/dev/null 2>&1 || need="$need lua-cjson"
+command -v valgrind >/dev/null || need="$need valgrind"
+if [ -n "$need" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
+fi
 
 dur=${DURATION:-10s}
 conns=${CONNECTIONS:-32}
@@ -26,7 +33,20 @@ redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no \
     --daemonize yes --dir "$dir" --logfile "$dir/redis.log"
 sleep 0.3
 
+# the module's transition script, for the Lua peer to call by its SHA
+perl -0777 -ne 'if (/static char ngx_tiktok_reports_script\[\] =\n(.*?);\n/s) {
+        my ($b, $o) = ($1, "");
+        while ($b =~ /^"((?:[^"\\]|\\.)*)"$/mg) {
+            (my $l = $1) =~ s/\\(.)/$1 eq "n" ? "\n" : $1/ge;
+            $o .= $l;
+        }
+        print $o;
+    }' "$root/ngx_tiktok_reports_module/ngx_tiktok_reports_redis_store.c" > "$dir/script.lua"
+sha=$(redis-cli -p "$rport" -x script load < "$dir/script.lua")
+
 cat > "$dir/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
 load_module $so;
 $( [ "$(id -u)" = 0 ] && echo "user nobody nogroup;" )
 worker_processes $workers;
@@ -37,6 +57,7 @@ http {
     access_log off;
     client_body_temp_path $dir/body;
     tiktok_reports_redis 127.0.0.1:$rport;
+    lua_package_path "$root/bench/?.lua;;";
     server {
         listen 127.0.0.1:$hport backlog=4096;
         location = /webhook {
@@ -48,6 +69,13 @@ http {
         }
         location = /ceiling {
             return 204;
+        }
+        location = /peer {
+            set \$peer_redis_port $rport;
+            set \$peer_script_sha $sha;
+            client_body_buffer_size 1m;
+            client_max_body_size 8m;
+            content_by_lua_block { require("peer").handle() }
         }
     }
 }
