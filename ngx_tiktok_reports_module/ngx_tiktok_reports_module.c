@@ -1032,6 +1032,26 @@ ngx_tiktok_reports_utf8_len(u_char *s, u_char *last)
 }
 
 
+ngx_int_t
+ngx_tiktok_reports_send_not_allowed(ngx_http_request_t *r, char *allow)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Allow");
+    h->value.data = (u_char *) allow;
+    h->value.len = ngx_strlen(allow);
+
+    return ngx_tiktok_reports_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                         "method not allowed");
+}
+
+
 size_t
 ngx_tiktok_reports_json_string_len(u_char *s, size_t len)
 {

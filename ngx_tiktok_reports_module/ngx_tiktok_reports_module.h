@@ -125,6 +125,8 @@ ngx_int_t ngx_tiktok_reports_send_json(ngx_http_request_t *r,
     ngx_uint_t status, u_char *body, size_t len);
 ngx_int_t ngx_tiktok_reports_send_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *error);
+ngx_int_t ngx_tiktok_reports_send_not_allowed(ngx_http_request_t *r,
+    char *allow);
 u_char *ngx_tiktok_reports_json_string(u_char *p, u_char *s, size_t len);
 size_t ngx_tiktok_reports_json_string_len(u_char *s, size_t len);
 

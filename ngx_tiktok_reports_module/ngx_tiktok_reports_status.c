@@ -62,10 +62,9 @@ static ngx_int_t ngx_tiktok_reports_status_parse_chunk(void *data, u_char *p,
 ngx_int_t
 ngx_tiktok_reports_status_handler(ngx_http_request_t *r)
 {
-    ngx_int_t         rc;
-    const char       *err;
-    ngx_array_t      *ids;
-    ngx_table_elt_t  *h;
+    ngx_int_t     rc;
+    const char   *err;
+    ngx_array_t  *ids;
 
     if (r->method == NGX_HTTP_POST) {
         rc = ngx_http_read_client_request_body(r,
@@ -84,17 +83,7 @@ ngx_tiktok_reports_status_handler(ngx_http_request_t *r)
     }
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "Allow");
-        ngx_str_set(&h->value, "GET, HEAD, POST");
-
-        return ngx_tiktok_reports_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                             "method not allowed");
+        return ngx_tiktok_reports_send_not_allowed(r, "GET, HEAD, POST");
     }
 
     ids = ngx_array_create(r->pool, 4, sizeof(ngx_str_t));

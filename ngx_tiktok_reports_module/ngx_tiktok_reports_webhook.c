@@ -48,8 +48,7 @@ static ngx_int_t ngx_tiktok_reports_webhook_answer(ngx_http_request_t *r,
 ngx_int_t
 ngx_tiktok_reports_webhook_handler(ngx_http_request_t *r)
 {
-    ngx_int_t          rc;
-    ngx_table_elt_t   *h;
+    ngx_int_t  rc;
 
     if (r->method != NGX_HTTP_POST) {
         rc = ngx_http_discard_request_body(r);
@@ -57,17 +56,7 @@ ngx_tiktok_reports_webhook_handler(ngx_http_request_t *r)
             return rc;
         }
 
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "Allow");
-        ngx_str_set(&h->value, "POST");
-
-        return ngx_tiktok_reports_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                             "method not allowed");
+        return ngx_tiktok_reports_send_not_allowed(r, "POST");
     }
 
     if (ngx_tiktok_reports_webhook_json(r) != NGX_OK) {
