@@ -38,7 +38,7 @@ typedef struct {
 
 
 typedef struct {
-    ngx_array_t                     stores;     /* ngx_tiktok_reports_store_t * */
+    ngx_array_t                     stores;   /* ngx_tiktok_reports_store_t * */
 } ngx_tiktok_reports_main_conf_t;
 
 

@@ -593,8 +593,8 @@ ngx_tiktok_reports_store_reply(redisAsyncContext *ac, void *reply, void *data)
     }
 
     if (cmd->raw) {
-        cmd->done(cmd->data, cmd->index, rr->type == REDIS_REPLY_ERROR ? NGX_ERROR
-                                                           : NGX_OK, rr);
+        rc = (rr->type == REDIS_REPLY_ERROR) ? NGX_ERROR : NGX_OK;
+        cmd->done(cmd->data, cmd->index, rc, rr);
         ngx_free(cmd);
         return;
     }
