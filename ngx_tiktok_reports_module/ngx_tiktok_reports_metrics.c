@@ -101,9 +101,14 @@ ngx_tiktok_reports_metrics_init_zone(ngx_shm_zone_t *zone, void *data)
     ngx_slab_pool_t  *shpool;
 
     if (data) {
-        /* a reload: keep counting in the zone of the previous cycle */
+        /*
+         * A reload: keep counting in the zone of the previous cycle; the
+         * connection gauges start over, the new workers set their own.
+         */
         zone->data = data;
         ngx_tiktok_reports_metrics = data;
+        ngx_memzero((void *) ngx_tiktok_reports_metrics->connected,
+                    sizeof(ngx_tiktok_reports_metrics->connected));
         return NGX_OK;
     }
 
@@ -221,15 +226,40 @@ ngx_tiktok_reports_metrics_rtt(ngx_msec_t usec)
 }
 
 
+/*
+ * A slot holds the worker's pid and the state (1 up, 2 down): workers of an
+ * old configuration, still draining after a reload, share numbers with the
+ * new ones, so they leave the slots alone, and a worker that exits clears
+ * only a slot that is still its own.
+ */
+
 void
-ngx_tiktok_reports_metrics_connected(ngx_uint_t store, ngx_uint_t up)
+ngx_tiktok_reports_metrics_connected(ngx_uint_t store, ngx_uint_t state)
 {
-    if (ngx_tiktok_reports_metrics
-        && ngx_worker < NGX_TIKTOK_REPORTS_WORKERS
-        && store < NGX_TIKTOK_REPORTS_STORES)
+    ngx_atomic_t  *slot;
+
+    if (ngx_tiktok_reports_metrics == NULL
+        || ngx_worker >= NGX_TIKTOK_REPORTS_WORKERS
+        || store >= NGX_TIKTOK_REPORTS_STORES)
     {
-        ngx_tiktok_reports_metrics->connected[ngx_worker][store] = up ? 1 : 2;
+        return;
     }
+
+    slot = &ngx_tiktok_reports_metrics->connected[ngx_worker][store];
+
+    if (state == NGX_TIKTOK_REPORTS_GONE) {
+        if ((ngx_pid_t) (*slot >> 2) == ngx_pid) {
+            *slot = 0;
+        }
+
+        return;
+    }
+
+    if (ngx_exiting || ngx_quit) {
+        return;
+    }
+
+    *slot = ((ngx_atomic_uint_t) ngx_pid << 2) | (state ? 1 : 2);
 }
 
 
@@ -374,7 +404,7 @@ ngx_tiktok_reports_metrics_handler(ngx_http_request_t *r)
             p = ngx_sprintf(p, "tiktok_reports_redis_connected"
                             "{worker=\"%ui\",redis=\"%V\"} %d\n",
                             i, &stores[j]->conf.name,
-                            m->connected[i][j] == 1 ? 1 : 0);
+                            (m->connected[i][j] & 3) == 1 ? 1 : 0);
         }
     }
 

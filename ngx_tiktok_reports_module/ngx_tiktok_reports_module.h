@@ -115,7 +115,8 @@ void ngx_tiktok_reports_metrics_result(ngx_uint_t kind, ngx_uint_t outcome);
 void ngx_tiktok_reports_metrics_signature_failure(void);
 void ngx_tiktok_reports_metrics_redis_error(ngx_uint_t timeout);
 void ngx_tiktok_reports_metrics_rtt(ngx_msec_t usec);
-void ngx_tiktok_reports_metrics_connected(ngx_uint_t store, ngx_uint_t up);
+#define NGX_TIKTOK_REPORTS_GONE  2
+void ngx_tiktok_reports_metrics_connected(ngx_uint_t store, ngx_uint_t state);
 ngx_msec_t ngx_tiktok_reports_usec(void);
 
 /* answers shared by the locations */

@@ -49,6 +49,7 @@ struct ngx_tiktok_reports_node_s {
     ngx_event_t                       reconnect;
 
     unsigned                          ready:1;     /* handshake answered */
+    unsigned                          handshake_failed:1;
     unsigned                          down_logged:1;
 };
 

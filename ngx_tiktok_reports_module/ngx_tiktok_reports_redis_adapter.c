@@ -42,6 +42,10 @@ ngx_tiktok_reports_redis_attach(redisAsyncContext *ac, ngx_log_t *log)
     c->write->log = log;
     c->data = ac;
 
+    /* nginx may call them before hiredis adds any event (shutdown timeout) */
+    c->read->handler = ngx_tiktok_reports_redis_read;
+    c->write->handler = ngx_tiktok_reports_redis_write;
+
     ac->ev.data = c;
     ac->ev.addRead = ngx_tiktok_reports_redis_add_read;
     ac->ev.delRead = ngx_tiktok_reports_redis_del_read;
@@ -69,6 +73,11 @@ ngx_tiktok_reports_redis_read(ngx_event_t *ev)
 
     c = ev->data;
 
+    if (c->close) {
+        /* worker_shutdown_timeout: the node closes it at worker exit */
+        return;
+    }
+
     redisAsyncHandleRead(c->data);
 }
 
@@ -79,6 +88,10 @@ ngx_tiktok_reports_redis_write(ngx_event_t *ev)
     ngx_connection_t  *c;
 
     c = ev->data;
+
+    if (c->close) {
+        return;
+    }
 
     redisAsyncHandleWrite(c->data);
 }

@@ -80,6 +80,8 @@ ngx_tiktok_reports_node_close(ngx_tiktok_reports_node_t *node)
         ngx_del_timer(&node->reconnect);
     }
 
+    ngx_tiktok_reports_metrics_connected(node->index, NGX_TIKTOK_REPORTS_GONE);
+
     ac = node->ac;
 
     if (ac == NULL) {
@@ -195,6 +197,7 @@ ngx_tiktok_reports_node_connect(ngx_tiktok_reports_node_t *node)
     ac->data = node;
     node->ac = ac;
     node->ready = 0;
+    node->handshake_failed = 0;
     node->pending = 0;
 
     redisAsyncSetConnectCallback(ac, ngx_tiktok_reports_node_connected);
@@ -303,6 +306,7 @@ static void
 ngx_tiktok_reports_node_handshake(redisAsyncContext *ac, void *reply,
     void *data)
 {
+    ngx_uint_t                  level;
     redisReply                 *rr = reply;
     ngx_tiktok_reports_node_t  *node;
 
@@ -313,13 +317,28 @@ ngx_tiktok_reports_node_handshake(redisAsyncContext *ac, void *reply,
     }
 
     if (rr->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, node->log, 0,
+        /* once per outage, not once per reconnect attempt */
+        level = node->down_logged ? NGX_LOG_INFO : NGX_LOG_ERR;
+
+        ngx_log_error(level, node->log, 0,
                       "tiktok_reports: redis %V refused %s: %*s",
                       &node->conf->name, (char *) data,
                       (size_t) rr->len, rr->str);
 
-        /* commands queued behind fail too; drop the connection after them */
+        /*
+         * Commands already pipelined behind the handshake may be answered
+         * normally (after a refused SELECT they ran in the wrong database):
+         * the store takes every reply on this connection as a failure, and
+         * the connection is dropped once they are all in.
+         */
+
+        node->handshake_failed = 1;
+        node->down_logged = 1;
         redisAsyncDisconnect(ac);
+        return;
+    }
+
+    if (node->handshake_failed) {
         return;
     }
 

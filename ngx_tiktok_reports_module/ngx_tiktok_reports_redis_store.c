@@ -575,8 +575,8 @@ ngx_tiktok_reports_store_reply(redisAsyncContext *ac, void *reply, void *data)
 
     node = ngx_tiktok_reports_node_replied(ac);
 
-    if (rr == NULL) {
-        /* the connection went away before the reply */
+    if (rr == NULL || (node && node->handshake_failed)) {
+        /* the connection went away, or its handshake was refused */
         ngx_tiktok_reports_metrics_redis_error(0);
         cmd->done(cmd->data, cmd->index, NGX_ERROR, NULL);
         ngx_free(cmd);

@@ -501,7 +501,9 @@ ngx_tiktok_reports_status_lookup(ngx_http_request_t *r, ngx_array_t *ids,
 
         key = ngx_pnalloc(r->pool, len);
         if (key == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            /* commands may be out already: answer through the wait */
+            w->failed = 1;
+            break;
         }
 
         p = ngx_cpymem(key, tlcf->key_prefix.data, tlcf->key_prefix.len);

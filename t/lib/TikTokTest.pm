@@ -207,9 +207,11 @@ sub nginx_conf {
         s/%%REDIS_PORT%%/$self->{redis_port}/g;
         s/%%DIR%%/$d/g;
     }
+    my $main = $opt{main} || '';
     return <<"EOF";
 load_module $so;
 $user
+$main
 worker_processes $workers;
 error_log $d/error.log info;
 pid $d/nginx.pid;
