@@ -11,8 +11,9 @@ use TikTokTest;
 
 my $t = TikTokTest->new;
 $t->start_redis;
-my %conf = (workers => 3, server => <<'EOF');
+my %conf = (workers => 3, listen => 'reuseport', server => <<'EOF');
         location = /webhook {
+            add_header X-Pid $pid always;
             tiktok_reports_webhook;
             tiktok_reports_signature hmac-sha256;
             tiktok_reports_secret k;
@@ -27,12 +28,16 @@ my %conf = (workers => 3, server => <<'EOF');
 EOF
 $t->start_nginx(%conf);
 
+my %served;
+
 sub post {
     my ($body, $sign) = @_;
-    return $t->http(method => 'POST', path => '/webhook',
+    my $r = $t->http(method => 'POST', path => '/webhook',
         headers => [ 'Content-Type' => 'application/json',
                      'X-Signature' => $sign // hmac_hex('sha256', 'k', $body) ],
         body => $body);
+    $served{ $r->{headers}{'x-pid'} }++ if $r && $r->{headers}{'x-pid'};
+    return $r;
 }
 
 sub metrics {
@@ -60,6 +65,9 @@ post('not json') for 1 .. 4;
 post(json_encode({ results => [ map { tiktok_dlr(id => "big-$_") } 1 .. 10 ] }));
 $t->http(path => '/tiktok/status/m-1');
 $t->http(path => '/tiktok/status/nope');
+
+ok(keys(%served) >= 2, 'the requests were served by ' . scalar(keys %served)
+   . ' different workers');
 
 my ($m, $r) = metrics();
 is($r->{status}, 200, 'metrics: 200');

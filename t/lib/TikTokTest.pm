@@ -208,6 +208,7 @@ sub nginx_conf {
         s/%%DIR%%/$d/g;
     }
     my $main = $opt{main} || '';
+    my $listen = $opt{listen} || '';
     return <<"EOF";
 load_module $so;
 $user
@@ -226,7 +227,7 @@ http {
     tiktok_reports_redis $redis;
 $http
     server {
-        listen 127.0.0.1:$self->{http_port};
+        listen 127.0.0.1:$self->{http_port} $listen;
 $server
     }
 }
