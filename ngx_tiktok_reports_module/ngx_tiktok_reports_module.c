@@ -979,59 +979,6 @@ ngx_tiktok_reports_body_each(ngx_http_request_t *r,
 }
 
 
-/*
- * JSON strings that are always valid: quotes, backslashes and control
- * characters escaped, valid UTF-8 kept as it is, and any byte that is not
- * part of a valid UTF-8 sequence (Redis values are bytes) replaced with
- * U+FFFD, so that no answer is ever unparsable.
- */
-
-static size_t
-ngx_tiktok_reports_utf8_len(u_char *s, u_char *last)
-{
-    u_char    c;
-    size_t    n, i;
-    uint32_t  u, min;
-
-    c = *s;
-
-    if (c < 0x80) {
-        return 1;
-    }
-
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2; u = c & 0x1f; min = 0x80;
-
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3; u = c & 0x0f; min = 0x800;
-
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4; u = c & 0x07; min = 0x10000;
-
-    } else {
-        return 0;
-    }
-
-    if ((size_t) (last - s) < n) {
-        return 0;
-    }
-
-    for (i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-
-        u = (u << 6) | (s[i] & 0x3f);
-    }
-
-    if (u < min || u > 0x10ffff || (u >= 0xd800 && u <= 0xdfff)) {
-        return 0;
-    }
-
-    return n;
-}
-
-
 ngx_int_t
 ngx_tiktok_reports_send_not_allowed(ngx_http_request_t *r, char *allow)
 {
@@ -1051,6 +998,13 @@ ngx_tiktok_reports_send_not_allowed(ngx_http_request_t *r, char *allow)
                                          "method not allowed");
 }
 
+
+/*
+ * JSON strings that are always valid: quotes, backslashes and control
+ * characters escaped, valid UTF-8 kept as it is, and any byte that is not
+ * part of a valid UTF-8 sequence (Redis values are bytes) replaced with
+ * U+FFFD, so that no answer is ever unparsable.
+ */
 
 size_t
 ngx_tiktok_reports_json_string_len(u_char *s, size_t len)
@@ -1076,7 +1030,7 @@ ngx_tiktok_reports_json_string_len(u_char *s, size_t len)
             continue;
         }
 
-        n = ngx_tiktok_reports_utf8_len(s, last);
+        n = ngx_tiktok_reports_utf8_seq(s, last);
 
         if (n == 0) {
             size += 6;
@@ -1134,7 +1088,7 @@ ngx_tiktok_reports_json_string(u_char *p, u_char *s, size_t len)
             continue;
         }
 
-        n = ngx_tiktok_reports_utf8_len(s, last);
+        n = ngx_tiktok_reports_utf8_seq(s, last);
 
         if (n == 0) {
             p = ngx_cpymem(p, "\\ufffd", 6);

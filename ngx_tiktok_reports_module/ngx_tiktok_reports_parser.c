@@ -403,49 +403,65 @@ ngx_tiktok_reports_parser_number(void *ctx, const char *data, size_t len)
  * stored can make a later JSON answer invalid.
  */
 
+size_t
+ngx_tiktok_reports_utf8_seq(const unsigned char *s, const unsigned char *last)
+{
+    size_t    n, k;
+    uint32_t  u, min;
+
+    if (*s < 0x80) {
+        return 1;
+    }
+
+    if (*s >= 0xc2 && *s <= 0xdf) {
+        n = 2; u = *s & 0x1f; min = 0x80;
+
+    } else if (*s >= 0xe0 && *s <= 0xef) {
+        n = 3; u = *s & 0x0f; min = 0x800;
+
+    } else if (*s >= 0xf0 && *s <= 0xf4) {
+        n = 4; u = *s & 0x07; min = 0x10000;
+
+    } else {
+        return 0;
+    }
+
+    if ((size_t) (last - s) < n) {
+        return 0;
+    }
+
+    for (k = 1; k < n; k++) {
+        if ((s[k] & 0xc0) != 0x80) {
+            return 0;
+        }
+
+        u = (u << 6) | (s[k] & 0x3f);
+    }
+
+    if (u < min || u > 0x10ffff || (u >= 0xd800 && u <= 0xdfff)) {
+        return 0;
+    }
+
+    return n;
+}
+
+
 static int
 ngx_tiktok_reports_parser_utf8(const unsigned char *s, size_t len)
 {
-    size_t    i, n, k;
-    uint32_t  u, min;
+    size_t                n;
+    const unsigned char  *last;
 
-    for (i = 0; i < len; /* void */) {
+    last = s + len;
 
-        if (s[i] < 0x80) {
-            i++;
-            continue;
-        }
+    while (s < last) {
+        n = ngx_tiktok_reports_utf8_seq(s, last);
 
-        if (s[i] >= 0xc2 && s[i] <= 0xdf) {
-            n = 2; u = s[i] & 0x1f; min = 0x80;
-
-        } else if (s[i] >= 0xe0 && s[i] <= 0xef) {
-            n = 3; u = s[i] & 0x0f; min = 0x800;
-
-        } else if (s[i] >= 0xf0 && s[i] <= 0xf4) {
-            n = 4; u = s[i] & 0x07; min = 0x10000;
-
-        } else {
+        if (n == 0) {
             return 0;
         }
 
-        if (len - i < n) {
-            return 0;
-        }
-
-        for (k = 1; k < n; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) {
-                return 0;
-            }
-
-            u = (u << 6) | (s[i + k] & 0x3f);
-        }
-
-        if (u < min || u > 0x10ffff || (u >= 0xd800 && u <= 0xdfff)) {
-            return 0;
-        }
-
-        i += n;
+        s += n;
     }
 
     return 1;

@@ -86,6 +86,11 @@ ngx_tiktok_reports_result_t *ngx_tiktok_reports_parser_results(
 /* releases yajl's state; safe to call twice */
 void ngx_tiktok_reports_parser_free(ngx_tiktok_reports_parser_t *p);
 
+/* length of the valid UTF-8 sequence at s (strict: no overlong forms, no
+ * surrogates), or 0 */
+size_t ngx_tiktok_reports_utf8_seq(const unsigned char *s,
+    const unsigned char *last);
+
 /* "2023-09-26T10:52:15.457+0000" (also "+00:00", "Z", no fraction) to ms */
 int64_t ngx_tiktok_reports_parse_time(const unsigned char *s, size_t len);
 
