@@ -793,6 +793,12 @@ test_body_errors(void)
     static const char  bad_utf8[] =
         "{\"results\":[{\"messageId\":\"a\xff\",\"seenAt\":\"x\"}]}";
     static const char  bad_utf8_key[] = "{\"results\":[],\"\xc3\":1}";
+    /* yajl lets these through; the parser refuses them itself */
+    static const char  overlong[] =
+        "{\"results\":[{\"messageId\":\"a\xc0\xaf\",\"seenAt\":\"x\"}]}";
+    static const char  surrogate[] =
+        "{\"results\":[{\"messageId\":\"a\xed\xa0\x80\",\"seenAt\":\"x\"}]}";
+    static const char  overlong_key[] = "{\"results\":[],\"\xe0\x80\xaf\":1}";
 
     expect_error("results: yes", 12,
                  "invalid JSON at byte 1: lexical error: invalid char in "
@@ -821,6 +827,12 @@ test_body_errors(void)
     expect_error(bad_utf8_key, sizeof(bad_utf8_key) - 1,
                  "invalid JSON at byte 17: lexical error: invalid bytes in "
                  "UTF8 string.", "invalid UTF-8 in a key");
+    expect_error(overlong, sizeof(overlong) - 1, "invalid UTF-8 in a string",
+                 "overlong UTF-8 in a string");
+    expect_error(surrogate, sizeof(surrogate) - 1, "invalid UTF-8 in a string",
+                 "an encoded surrogate in a string");
+    expect_error(overlong_key, sizeof(overlong_key) - 1,
+                 "invalid UTF-8 in a string", "overlong UTF-8 in a key");
     expect_error("[{\"results\":[]}]", 16, "body is not a JSON object",
                  "top-level array");
     expect_error("\"results\"", 9, "body is not a JSON object",
