@@ -9,6 +9,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
+use IO::Socket::INET;
 use TikTokTest;
 
 plan skip_all => 'set TT_DEB=1 (as root) to install the package into the system'
@@ -55,6 +56,14 @@ server {
 EOF2
 close $fh;
 
+# the stock default site listens on port 80; step it aside if 80 is taken
+my $default = '/etc/nginx/sites-enabled/default';
+my $moved;
+if (-e $default && !IO::Socket::INET->new(LocalAddr => '0.0.0.0', LocalPort => 80,
+                                          Listen => 1, ReuseAddr => 1)) {
+    rename $default, "$default.tiktok-test" and $moved = 1;
+}
+
 $out = `nginx -t 2>&1`;
 is($?, 0, 'the system nginx accepts the site config') or diag $out;
 $out = `nginx 2>&1`;
@@ -74,6 +83,7 @@ is($res->{status}, 200, 'and answers lookups');
 
 system('nginx -s quit; sleep 0.5');
 unlink $site;
+rename "$default.tiktok-test", $default if $moved;
 $out = `DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq libnginx-mod-tiktok-reports 2>&1`;
 is($?, 0, 'the package is removed again') or diag $out;
 ok(!glob('/etc/nginx/modules-enabled/*-mod-tiktok-reports.conf'), 'and disabled');
