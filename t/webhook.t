@@ -8,6 +8,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use TikTokTest;
+use MIME::Base64 ();
 
 my $t = TikTokTest->new;
 $t->start_redis;
@@ -383,6 +384,37 @@ run_cases($t,
     my $sig = hmac_hex('sha256', 'not-the-secret',
                        json_encode({ results => [ tiktok_dlr(id => 'badsig-1') ] }));
     unlike($log, qr/\Q$sig\E/, 'no signature value in the log');
+}
+
+# Standard Webhooks at the current time: stored; too new: refused
+{
+    my $key = MIME::Base64::decode_base64('MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw');
+    my $body = json_encode({ results => [ tiktok_dlr(id => 'std-now-1') ] });
+    my $sign = sub {
+        my ($ts) = @_;
+        return [ 'webhook-id' => 'msg_1', 'webhook-timestamp' => $ts,
+                 'webhook-signature' => 'v1a,AAAA v1,'
+                     . hmac_b64('sha256', $key, "msg_1.$ts.$body") ];
+    };
+    run_cases($t,
+        {
+            name => 'standard webhooks, now', path => '/std-now', body => $body,
+            headers => $sign->(time),
+            expect => { status => 200, json => { accepted => 1 } },
+            redis => [ [ 'HGET', 'tiktok:msg:{std-now-1}', 'status' ] => 'DELIVERED' ],
+        },
+        {
+            name => 'standard webhooks, 10 minutes ahead', path => '/std-now',
+            body => $body, headers => $sign->(time + 600),
+            expect => { status => 401,
+                        body => '{"error":"timestamp outside tolerance"}' },
+        },
+        {
+            name => 'standard webhooks, no webhook-id', path => '/std-now',
+            body => $body, headers => [ @{ $sign->(time) }[2 .. 5] ],
+            expect => { status => 401, body => '{"error":"invalid signature"}' },
+        },
+    );
 }
 
 $t->stop_nginx;
