@@ -147,15 +147,13 @@ ngx_tiktok_reports_metrics_log(ngx_http_request_t *r)
 
     tlcf = ngx_http_get_module_loc_conf(r, ngx_tiktok_reports_module);
 
-    if (tlcf->webhook == 1) {
-        loc = 0;
-
-    } else if (tlcf->status == 1) {
-        loc = 1;
-
-    } else {
+    if (tlcf->role != NGX_TIKTOK_REPORTS_ROLE_WEBHOOK
+        && tlcf->role != NGX_TIKTOK_REPORTS_ROLE_STATUS)
+    {
         return NGX_OK;
     }
+
+    loc = tlcf->role - NGX_TIKTOK_REPORTS_ROLE_WEBHOOK;
 
     code = r->headers_out.status;
 

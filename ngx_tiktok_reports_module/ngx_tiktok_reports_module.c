@@ -30,19 +30,31 @@ static char *ngx_tiktok_reports_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_tiktok_reports_redis_password(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static char *ngx_tiktok_reports_webhook(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_tiktok_reports_status(ngx_conf_t *cf, ngx_command_t *cmd,
+static char *ngx_tiktok_reports_role(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_tiktok_reports_signature(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_tiktok_reports_secret_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static char *ngx_tiktok_reports_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 static ngx_int_t ngx_tiktok_reports_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_tiktok_reports_init_process(ngx_cycle_t *cycle);
 static void ngx_tiktok_reports_exit_process(ngx_cycle_t *cycle);
+
+
+/* the content handler of each role, and the role a directive sets */
+static ngx_http_handler_pt  ngx_tiktok_reports_handlers[] = {
+    NULL,
+    ngx_tiktok_reports_webhook_handler,
+    ngx_tiktok_reports_status_handler,
+    ngx_tiktok_reports_metrics_handler
+};
+
+static ngx_uint_t  ngx_tiktok_reports_roles[] = {
+    NGX_TIKTOK_REPORTS_ROLE_NONE,
+    NGX_TIKTOK_REPORTS_ROLE_WEBHOOK,
+    NGX_TIKTOK_REPORTS_ROLE_STATUS,
+    NGX_TIKTOK_REPORTS_ROLE_METRICS
+};
 
 
 static ngx_conf_num_bounds_t  ngx_tiktok_reports_db_bounds = {
@@ -114,24 +126,24 @@ static ngx_command_t  ngx_tiktok_reports_commands[] = {
 
     { ngx_string("tiktok_reports_webhook"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_tiktok_reports_webhook,
+      ngx_tiktok_reports_role,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
-      NULL },
+      &ngx_tiktok_reports_roles[NGX_TIKTOK_REPORTS_ROLE_WEBHOOK] },
 
     { ngx_string("tiktok_reports_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_tiktok_reports_status,
+      ngx_tiktok_reports_role,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
-      NULL },
+      &ngx_tiktok_reports_roles[NGX_TIKTOK_REPORTS_ROLE_STATUS] },
 
     { ngx_string("tiktok_reports_metrics"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_tiktok_reports_metrics,
+      ngx_tiktok_reports_role,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
-      NULL },
+      &ngx_tiktok_reports_roles[NGX_TIKTOK_REPORTS_ROLE_METRICS] },
 
     { ngx_string("tiktok_reports_signature"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
@@ -241,6 +253,7 @@ ngx_tiktok_reports_create_loc_conf(ngx_conf_t *cf)
      *     conf->sig_digest = { 0, NULL };
      *     conf->sig_header = { 0, NULL };
      *     conf->sig = NULL;
+     *     conf->role = NGX_TIKTOK_REPORTS_ROLE_NONE;
      *     conf->store = NULL;
      */
 
@@ -252,8 +265,6 @@ ngx_tiktok_reports_create_loc_conf(ngx_conf_t *cf)
     conf->stream_maxlen = NGX_CONF_UNSET;
     conf->tolerance = NGX_CONF_UNSET;
     conf->secrets = NGX_CONF_UNSET_PTR;
-    conf->webhook = NGX_CONF_UNSET;
-    conf->status = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -287,9 +298,6 @@ ngx_tiktok_reports_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->sig_header = prev->sig_header;
     }
 
-    ngx_conf_merge_value(conf->webhook, prev->webhook, 0);
-    ngx_conf_merge_value(conf->status, prev->status, 0);
-
     if (conf->redis_timeout == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"tiktok_reports_redis_timeout\" must be "
@@ -297,7 +305,9 @@ ngx_tiktok_reports_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    if (!conf->webhook && !conf->status) {
+    if (conf->role != NGX_TIKTOK_REPORTS_ROLE_WEBHOOK
+        && conf->role != NGX_TIKTOK_REPORTS_ROLE_STATUS)
+    {
         return NGX_CONF_OK;
     }
 
@@ -305,7 +315,7 @@ ngx_tiktok_reports_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    if (conf->webhook) {
+    if (conf->role == NGX_TIKTOK_REPORTS_ROLE_WEBHOOK) {
         return ngx_tiktok_reports_merge_signature(cf, conf);
     }
 
@@ -548,41 +558,25 @@ ngx_tiktok_reports_redis_password(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+/* tiktok_reports_webhook, _status and _metrics: one role per location */
+
 static char *
-ngx_tiktok_reports_webhook(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_tiktok_reports_role(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_tiktok_reports_loc_conf_t *tlcf = conf;
 
+    ngx_uint_t                *role;
     ngx_http_core_loc_conf_t  *clcf;
 
-    if (tlcf->webhook != NGX_CONF_UNSET || tlcf->status != NGX_CONF_UNSET) {
+    if (tlcf->role != NGX_TIKTOK_REPORTS_ROLE_NONE) {
         return "is duplicate";
     }
 
-    tlcf->webhook = 1;
+    role = cmd->post;
+    tlcf->role = *role;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_tiktok_reports_webhook_handler;
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_tiktok_reports_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_tiktok_reports_loc_conf_t *tlcf = conf;
-
-    ngx_http_core_loc_conf_t  *clcf;
-
-    if (tlcf->status != NGX_CONF_UNSET || tlcf->webhook != NGX_CONF_UNSET) {
-        return "is duplicate";
-    }
-
-    tlcf->status = 1;
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_tiktok_reports_status_handler;
+    clcf->handler = ngx_tiktok_reports_handlers[*role];
 
     return NGX_CONF_OK;
 }
@@ -756,23 +750,6 @@ ngx_tiktok_reports_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "secret", &name);
         return NGX_CONF_ERROR;
     }
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_tiktok_reports_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_core_loc_conf_t  *clcf;
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-    if (clcf->handler == ngx_tiktok_reports_metrics_handler) {
-        return "is duplicate";
-    }
-
-    clcf->handler = ngx_tiktok_reports_metrics_handler;
 
     return NGX_CONF_OK;
 }

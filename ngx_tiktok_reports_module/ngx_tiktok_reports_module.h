@@ -19,6 +19,12 @@
 #define NGX_TIKTOK_REPORTS_SIG_UNSET  0
 #define NGX_TIKTOK_REPORTS_SIG_OFF    3
 
+/* what a location is for: its content handler */
+#define NGX_TIKTOK_REPORTS_ROLE_NONE     0
+#define NGX_TIKTOK_REPORTS_ROLE_WEBHOOK  1
+#define NGX_TIKTOK_REPORTS_ROLE_STATUS   2
+#define NGX_TIKTOK_REPORTS_ROLE_METRICS  3
+
 
 typedef struct ngx_tiktok_reports_store_s  ngx_tiktok_reports_store_t;
 typedef struct ngx_tiktok_reports_node_s   ngx_tiktok_reports_node_t;
@@ -60,8 +66,7 @@ typedef struct {
     ngx_array_t                    *secrets;    /* ngx_str_t */
     ngx_tiktok_reports_sig_conf_t  *sig;
 
-    ngx_flag_t                      webhook;
-    ngx_flag_t                      status;
+    ngx_uint_t                      role;      /* set here, not inherited */
 
     ngx_tiktok_reports_store_t     *store;
 } ngx_tiktok_reports_loc_conf_t;

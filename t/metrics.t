@@ -25,6 +25,13 @@ my %conf = (workers => 3, listen => 'reuseport', server => <<'EOF');
         location = /metrics {
             tiktok_reports_metrics;
         }
+        location /hooks/ {
+            tiktok_reports_webhook;
+            tiktok_reports_signature off;
+            location /hooks/health {
+                return 204;
+            }
+        }
 EOF
 $t->start_nginx(%conf);
 
@@ -64,6 +71,7 @@ post('{"results":[]}', 'bad-signature') for 1 .. 5;
 post('not json') for 1 .. 4;
 post(json_encode({ results => [ map { tiktok_dlr(id => "big-$_") } 1 .. 10 ] }));
 $t->http(path => '/tiktok/status/m-1');
+$t->http(path => '/hooks/health') for 1 .. 3;
 $t->http(path => '/tiktok/status/nope');
 
 ok(keys(%served) >= 2, 'the requests were served by ' . scalar(keys %served)
@@ -75,6 +83,8 @@ like($r->{headers}{'content-type'}, qr{^text/plain; version=0\.0\.4}, 'metrics: 
 is($m->{'tiktok_reports_requests_total{location="webhook",code="200"}'}, 60,
    'webhook 200s, totalled over the workers');
 is($m->{'tiktok_reports_requests_total{location="webhook",code="401"}'}, 5, '401s');
+is($m->{'tiktok_reports_requests_total{location="webhook",code="other"}'}, 0,
+   'a location nested in a webhook location is not a webhook');
 is($m->{'tiktok_reports_requests_total{location="webhook",code="400"}'}, 4, '400s');
 is($m->{'tiktok_reports_requests_total{location="webhook",code="413"}'}, 1,
    "nginx's own 413 is counted");
