@@ -23,6 +23,8 @@ static char *ngx_tiktok_reports_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_tiktok_reports_merge_store(ngx_conf_t *cf,
     ngx_tiktok_reports_loc_conf_t *conf);
+static char *ngx_tiktok_reports_merge_transition(ngx_conf_t *cf,
+    ngx_tiktok_reports_loc_conf_t *conf);
 static char *ngx_tiktok_reports_merge_signature(ngx_conf_t *cf,
     ngx_tiktok_reports_loc_conf_t *conf);
 static void ngx_tiktok_reports_sig_cleanup(void *data);
@@ -315,11 +317,15 @@ ngx_tiktok_reports_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    if (conf->role == NGX_TIKTOK_REPORTS_ROLE_WEBHOOK) {
-        return ngx_tiktok_reports_merge_signature(cf, conf);
+    if (conf->role == NGX_TIKTOK_REPORTS_ROLE_STATUS) {
+        return NGX_CONF_OK;
     }
 
-    return NGX_CONF_OK;
+    if (ngx_tiktok_reports_merge_transition(cf, conf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_tiktok_reports_merge_signature(cf, conf);
 }
 
 
@@ -396,6 +402,39 @@ store:
     if (conf->store == NULL) {
         return NGX_CONF_ERROR;
     }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_tiktok_reports_merge_transition(ngx_conf_t *cf,
+    ngx_tiktok_reports_loc_conf_t *conf)
+{
+    u_char                           *p;
+    ngx_tiktok_reports_store_opts_t  *opts;
+
+    opts = &conf->transition;
+    opts->prefix = conf->key_prefix;
+
+    p = ngx_pnalloc(cf->pool, conf->key_prefix.len + sizeof("events") - 1
+                              + 2 * NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    opts->events.data = p;
+    p = ngx_cpymem(p, conf->key_prefix.data, conf->key_prefix.len);
+    p = ngx_cpymem(p, "events", 6);
+    opts->events.len = p - opts->events.data;
+
+    opts->ttl.data = p;
+    p = ngx_sprintf(p, "%T", conf->ttl);
+    opts->ttl.len = p - opts->ttl.data;
+
+    opts->maxlen.data = p;
+    p = ngx_sprintf(p, "%i", conf->stream_maxlen);
+    opts->maxlen.len = p - opts->maxlen.data;
 
     return NGX_CONF_OK;
 }

@@ -43,6 +43,15 @@ typedef struct {
 } ngx_tiktok_reports_redis_conf_t;
 
 
+/* a location's fixed transition arguments, formatted once at startup */
+typedef struct {
+    ngx_str_t                       prefix;
+    ngx_str_t                       events;     /* <prefix>events */
+    ngx_str_t                       ttl;        /* seconds, "0": never */
+    ngx_str_t                       maxlen;     /* "0": no change feed */
+} ngx_tiktok_reports_store_opts_t;
+
+
 typedef struct {
     ngx_array_t                     stores;   /* ngx_tiktok_reports_store_t * */
 } ngx_tiktok_reports_main_conf_t;
@@ -69,6 +78,7 @@ typedef struct {
     ngx_uint_t                      role;      /* set here, not inherited */
 
     ngx_tiktok_reports_store_t     *store;
+    ngx_tiktok_reports_store_opts_t transition;
 } ngx_tiktok_reports_loc_conf_t;
 
 
@@ -116,6 +126,9 @@ ngx_int_t ngx_tiktok_reports_body_each(ngx_http_request_t *r,
 /* counters (ngx_tiktok_reports_metrics.c) */
 ngx_int_t ngx_tiktok_reports_metrics_init(ngx_conf_t *cf);
 ngx_int_t ngx_tiktok_reports_metrics_handler(ngx_http_request_t *r);
+#define NGX_TIKTOK_REPORTS_ACCEPTED   0
+#define NGX_TIKTOK_REPORTS_DUPLICATE  1
+#define NGX_TIKTOK_REPORTS_REJECTED   2
 void ngx_tiktok_reports_metrics_result(ngx_uint_t kind, ngx_uint_t outcome);
 void ngx_tiktok_reports_metrics_signature_failure(void);
 void ngx_tiktok_reports_metrics_redis_error(ngx_uint_t timeout);

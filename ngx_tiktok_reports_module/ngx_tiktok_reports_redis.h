@@ -42,27 +42,25 @@ struct ngx_tiktok_reports_node_s {
 
     ngx_uint_t                        pending;     /* commands in flight */
     ngx_msec_t                        last_reply;
-    ngx_msec_t                        retry_at;    /* no connect before */
     ngx_msec_t                        backoff;
 
     ngx_event_t                       watchdog;
     ngx_event_t                       reconnect;
 
-    unsigned                          ready:1;     /* handshake answered */
     unsigned                          handshake_failed:1;
     unsigned                          down_logged:1;
 };
 
 
 ngx_int_t ngx_tiktok_reports_node_init(ngx_tiktok_reports_node_t *node,
-    ngx_tiktok_reports_redis_conf_t *conf, ngx_str_t *script,
-    ngx_log_t *log);
+    ngx_uint_t index, ngx_tiktok_reports_redis_conf_t *conf,
+    ngx_str_t *script, ngx_log_t *log);
 void ngx_tiktok_reports_node_close(ngx_tiktok_reports_node_t *node);
 ngx_int_t ngx_tiktok_reports_node_command(ngx_tiktok_reports_node_t *node,
     redisCallbackFn *fn, void *data, int argc, const char **argv,
     const size_t *argvlen);
-ngx_tiktok_reports_node_t *ngx_tiktok_reports_node_replied(
-    redisAsyncContext *ac);
+redisReply *ngx_tiktok_reports_node_replied(redisAsyncContext *ac,
+    void *reply);
 
 
 /* store (ngx_tiktok_reports_redis_store.c) */
@@ -81,24 +79,16 @@ typedef void (*ngx_tiktok_reports_store_done_pt)(void *data,
     ngx_uint_t index, ngx_int_t rc, redisReply *reply);
 
 
-typedef struct {
-    ngx_str_t                         prefix;
-    time_t                            ttl;
-    ngx_int_t                         stream_maxlen;
-    ngx_flag_t                        keep_reports;
-    int64_t                           now;         /* ms since the epoch */
-} ngx_tiktok_reports_store_opts_t;
-
-
 ngx_tiktok_reports_store_t *ngx_tiktok_reports_store_get(ngx_conf_t *cf,
     ngx_tiktok_reports_redis_conf_t *conf);
 ngx_int_t ngx_tiktok_reports_store_init_worker(ngx_cycle_t *cycle);
 void ngx_tiktok_reports_store_exit_worker(ngx_cycle_t *cycle);
 
+/* now: the receiver's clock, ms since the epoch */
 ngx_int_t ngx_tiktok_reports_store_transition(
     ngx_tiktok_reports_store_t *store, ngx_tiktok_reports_store_opts_t *opts,
-    ngx_tiktok_reports_result_t *res, ngx_tiktok_reports_store_done_pt done,
-    void *data, ngx_uint_t index);
+    int64_t now, ngx_tiktok_reports_result_t *res,
+    ngx_tiktok_reports_store_done_pt done, void *data, ngx_uint_t index);
 
 /* raw command on the node for the key (lookups); reply owned by hiredis */
 ngx_int_t ngx_tiktok_reports_store_command(ngx_tiktok_reports_store_t *store,

@@ -37,11 +37,9 @@ static void ngx_tiktok_reports_node_reconnect(ngx_event_t *ev);
 
 ngx_int_t
 ngx_tiktok_reports_node_init(ngx_tiktok_reports_node_t *node,
-    ngx_tiktok_reports_redis_conf_t *conf, ngx_str_t *script, ngx_log_t *log)
+    ngx_uint_t index, ngx_tiktok_reports_redis_conf_t *conf,
+    ngx_str_t *script, ngx_log_t *log)
 {
-    ngx_uint_t  index;
-
-    index = node->index;
     ngx_memzero(node, sizeof(ngx_tiktok_reports_node_t));
 
     node->index = index;
@@ -89,7 +87,6 @@ ngx_tiktok_reports_node_close(ngx_tiktok_reports_node_t *node)
     }
 
     node->ac = NULL;
-    node->ready = 0;
 
     /* pending callbacks run now with a NULL reply: their requests get 503 */
     ac->onDisconnect = NULL;
@@ -107,7 +104,8 @@ ngx_tiktok_reports_node_command(ngx_tiktok_reports_node_t *node,
 {
     if (node->ac == NULL) {
 
-        if (ngx_current_msec < node->retry_at
+        /* while a reconnect is planned, requests do not hammer Redis */
+        if (node->reconnect.timer_set
             || ngx_tiktok_reports_node_connect(node) != NGX_OK)
         {
             return NGX_DECLINED;
@@ -132,10 +130,15 @@ ngx_tiktok_reports_node_command(ngx_tiktok_reports_node_t *node,
 }
 
 
-/* every reply callback of this node's commands starts here */
+/*
+ * Every reply callback of this node's commands starts here.  The reply to
+ * use, or NULL: the connection was lost, is being closed, or its handshake
+ * was refused (then even a reply that looks fine is not to be trusted: after
+ * a refused SELECT it came from the wrong database).
+ */
 
-ngx_tiktok_reports_node_t *
-ngx_tiktok_reports_node_replied(redisAsyncContext *ac)
+redisReply *
+ngx_tiktok_reports_node_replied(redisAsyncContext *ac, void *reply)
 {
     ngx_tiktok_reports_node_t  *node;
 
@@ -151,7 +154,7 @@ ngx_tiktok_reports_node_replied(redisAsyncContext *ac)
 
     node->last_reply = ngx_current_msec;
 
-    return node;
+    return node->handshake_failed ? NULL : reply;
 }
 
 
@@ -196,7 +199,6 @@ ngx_tiktok_reports_node_connect(ngx_tiktok_reports_node_t *node)
 
     ac->data = node;
     node->ac = ac;
-    node->ready = 0;
     node->handshake_failed = 0;
     node->pending = 0;
 
@@ -306,44 +308,29 @@ static void
 ngx_tiktok_reports_node_handshake(redisAsyncContext *ac, void *reply,
     void *data)
 {
-    ngx_uint_t                  level;
-    redisReply                 *rr = reply;
+    u_char                      why[NGX_MAX_ERROR_STR];
+    redisReply                 *rr;
     ngx_tiktok_reports_node_t  *node;
 
-    node = ngx_tiktok_reports_node_replied(ac);
+    node = ac->data;
+    rr = ngx_tiktok_reports_node_replied(ac, reply);
 
-    if (node == NULL || rr == NULL) {
+    if (rr == NULL) {
         return;
     }
 
     if (rr->type == REDIS_REPLY_ERROR) {
-        /* once per outage, not once per reconnect attempt */
-        level = node->down_logged ? NGX_LOG_INFO : NGX_LOG_ERR;
+        *ngx_snprintf(why, sizeof(why) - 1, "%s refused: %*s", (char *) data,
+                      (size_t) rr->len, rr->str) = '\0';
+        ngx_tiktok_reports_node_fail(node, (char *) why);
 
-        ngx_log_error(level, node->log, 0,
-                      "tiktok_reports: redis %V refused %s: %*s",
-                      &node->conf->name, (char *) data,
-                      (size_t) rr->len, rr->str);
-
-        /*
-         * Commands already pipelined behind the handshake may be answered
-         * normally (after a refused SELECT they ran in the wrong database):
-         * the store takes every reply on this connection as a failure, and
-         * the connection is dropped once they are all in.
-         */
-
+        /* what is pipelined behind gets NULL replies; then drop it */
         node->handshake_failed = 1;
-        node->down_logged = 1;
         redisAsyncDisconnect(ac);
         return;
     }
 
-    if (node->handshake_failed) {
-        return;
-    }
-
     if (ngx_strcmp((char *) data, "SCRIPT LOAD") == 0) {
-        node->ready = 1;
         ngx_tiktok_reports_metrics_connected(node->index, 1);
         node->backoff = NGX_TIKTOK_REPORTS_BACKOFF_MIN;
 
@@ -382,14 +369,11 @@ ngx_tiktok_reports_node_lost(ngx_tiktok_reports_node_t *node)
     ngx_tiktok_reports_metrics_connected(node->index, 0);
 
     node->ac = NULL;
-    node->ready = 0;
     node->pending = 0;
 
     if (node->watchdog.timer_set) {
         ngx_del_timer(&node->watchdog);
     }
-
-    node->retry_at = ngx_current_msec + node->backoff;
 
     if (!node->reconnect.timer_set && !ngx_exiting && !ngx_quit) {
         ngx_add_timer(&node->reconnect, node->backoff);

@@ -102,15 +102,14 @@ static char ngx_tiktok_reports_script[] =
 
 
 typedef struct {
-    ngx_tiktok_reports_store_t        *store;
     ngx_tiktok_reports_node_t         *node;
     ngx_tiktok_reports_store_done_pt   done;
     void                              *data;
     ngx_uint_t                         index;
     ngx_msec_t                         sent;       /* us, for the RTT */
     int                                argc;
-    unsigned                           retried:1;
-    unsigned                           raw:1;
+    unsigned                           retried:1;  /* sent again as EVAL */
+    unsigned                           raw:1;      /* not a transition */
     const char                        *argv[NGX_TIKTOK_REPORTS_ARGS];
     size_t                             argvlen[NGX_TIKTOK_REPORTS_ARGS];
 } ngx_tiktok_reports_store_cmd_t;
@@ -118,15 +117,18 @@ typedef struct {
 
 static void ngx_tiktok_reports_store_reply(redisAsyncContext *ac,
     void *reply, void *data);
-static u_char *ngx_tiktok_reports_store_arg(ngx_tiktok_reports_store_cmd_t *cmd,
-    u_char *p, u_char *s, size_t len);
 
 
 static ngx_str_t  ngx_tiktok_reports_script_str;
 static u_char     ngx_tiktok_reports_script_sha[41];
 
-static const char *ngx_tiktok_reports_group_names[] = {
-    "", "PENDING", "UNDELIVERABLE", "DELIVERED", "EXPIRED", "REJECTED"
+static ngx_str_t  ngx_tiktok_reports_group_names[] = {
+    ngx_null_string,
+    ngx_string("PENDING"),
+    ngx_string("UNDELIVERABLE"),
+    ngx_string("DELIVERED"),
+    ngx_string("EXPIRED"),
+    ngx_string("REJECTED")
 };
 
 
@@ -228,9 +230,7 @@ ngx_tiktok_reports_store_init_worker(ngx_cycle_t *cycle)
             return NGX_ERROR;
         }
 
-        stores[i]->node->index = i;
-
-        if (ngx_tiktok_reports_node_init(stores[i]->node, &stores[i]->conf,
+        if (ngx_tiktok_reports_node_init(stores[i]->node, i, &stores[i]->conf,
                                          &ngx_tiktok_reports_script_str,
                                          cycle->log)
             != NGX_OK)
@@ -277,18 +277,16 @@ ngx_tiktok_reports_store_node(ngx_tiktok_reports_store_t *store, u_char *key,
 
 
 static ngx_int_t
-ngx_tiktok_reports_store_send(ngx_tiktok_reports_store_cmd_t *cmd)
+ngx_tiktok_reports_store_send(ngx_tiktok_reports_store_cmd_t *cmd, int argc,
+    const char **argv, const size_t *argvlen)
 {
-    ngx_int_t  rc;
-
     cmd->sent = ngx_tiktok_reports_usec();
 
-    rc = ngx_tiktok_reports_node_command(cmd->node,
-                                         ngx_tiktok_reports_store_reply,
-                                         cmd, cmd->argc, cmd->argv,
-                                         cmd->argvlen);
-
-    if (rc != NGX_OK) {
+    if (ngx_tiktok_reports_node_command(cmd->node,
+                                        ngx_tiktok_reports_store_reply,
+                                        cmd, argc, argv, argvlen)
+        != NGX_OK)
+    {
         /* no connection to send on */
         ngx_tiktok_reports_metrics_redis_error(0);
         return NGX_ERROR;
@@ -298,46 +296,90 @@ ngx_tiktok_reports_store_send(ngx_tiktok_reports_store_cmd_t *cmd)
 }
 
 
+/*
+ * Arguments either point at memory that outlives the command (constants,
+ * the location's configuration, the command block itself), or are copied
+ * into the block: a command can be resent (NOSCRIPT) after its request,
+ * and the request pool with it, is gone.
+ */
+
+static void
+ngx_tiktok_reports_store_ref(ngx_tiktok_reports_store_cmd_t *cmd,
+    u_char *s, size_t len)
+{
+    cmd->argv[cmd->argc] = len ? (const char *) s : "";
+    cmd->argvlen[cmd->argc++] = len;
+}
+
+
+static u_char *
+ngx_tiktok_reports_store_copy(ngx_tiktok_reports_store_cmd_t *cmd, u_char *p,
+    u_char *s, size_t len)
+{
+    ngx_tiktok_reports_store_ref(cmd, p, len);
+
+    return len ? ngx_cpymem(p, s, len) : p;
+}
+
+
+/* a JSON string, or null when absent */
+
+static u_char *
+ngx_tiktok_reports_store_json(u_char *p, ngx_tiktok_reports_str_t *s)
+{
+    if (s->data == NULL) {
+        return ngx_cpymem(p, "null", 4);
+    }
+
+    return ngx_tiktok_reports_json_string(p, s->data, s->len);
+}
+
+
+static size_t
+ngx_tiktok_reports_store_json_len(ngx_tiktok_reports_str_t *s)
+{
+    return s->data ? ngx_tiktok_reports_json_string_len(s->data, s->len)
+                   : sizeof("null") - 1;
+}
+
+
 ngx_int_t
 ngx_tiktok_reports_store_transition(ngx_tiktok_reports_store_t *store,
-    ngx_tiktok_reports_store_opts_t *opts, ngx_tiktok_reports_result_t *res,
-    ngx_tiktok_reports_store_done_pt done, void *data, ngx_uint_t index)
+    ngx_tiktok_reports_store_opts_t *opts, int64_t now,
+    ngx_tiktok_reports_result_t *res, ngx_tiktok_reports_store_done_pt done,
+    void *data, ngx_uint_t index)
 {
-    size_t                           size, at_len, name_len;
-    u_char                          *p, *key, *start, *id;
-    u_char                           num[NGX_INT64_LEN + 1];
-    const char                      *group;
+    size_t                           size;
+    u_char                          *p, *key, *start;
+    ngx_str_t                       *group;
     ngx_uint_t                       delivery;
     ngx_tiktok_reports_str_t        *at;
     ngx_tiktok_reports_store_cmd_t  *cmd;
 
+    static ngx_str_t  seen = ngx_string("SEEN");
+
     delivery = (res->kind == NGX_TIKTOK_REPORTS_KIND_DELIVERY);
 
     if (delivery) {
-        group = ngx_tiktok_reports_group_names[res->group];
+        group = &ngx_tiktok_reports_group_names[res->group];
         at = &res->done_at;
 
     } else {
-        group = "SEEN";
+        group = &seen;
         at = &res->seen_at;
     }
 
-    at_len = at->data ? ngx_tiktok_reports_json_string_len(at->data, at->len)
-                      : sizeof("null") - 1;
-    name_len = res->status_name.data
-               ? ngx_tiktok_reports_json_string_len(res->status_name.data,
-                                                    res->status_name.len)
-               : sizeof("null") - 1;
-
     /*
-     * One block holds the command, its argv and every argument's bytes;
-     * the fixed parts (names, numbers, punctuation) fit in 320 bytes.
+     * One block holds the command, its argv and the bytes of the arguments
+     * built or copied here; the fixed parts (names, numbers, punctuation)
+     * fit in 256 bytes.
      */
 
-    size = sizeof(ngx_tiktok_reports_store_cmd_t) + 320
-           + 2 * opts->prefix.len + res->message_id.len
-           + res->status_id.len + at_len + name_len + at->len
-           + res->callback_data.len + res->raw.len
+    size = sizeof(ngx_tiktok_reports_store_cmd_t) + 256
+           + opts->prefix.len + res->message_id.len + res->status_id.len
+           + ngx_tiktok_reports_store_json_len(at)
+           + ngx_tiktok_reports_store_json_len(&res->status_name)
+           + at->len + res->callback_data.len + res->raw.len
            + res->status_name.len + res->error_name.len;
 
     cmd = ngx_alloc(size, ngx_cycle->log);
@@ -345,7 +387,6 @@ ngx_tiktok_reports_store_transition(ngx_tiktok_reports_store_t *store,
         return NGX_ERROR;
     }
 
-    cmd->store = store;
     cmd->done = done;
     cmd->data = data;
     cmd->index = index;
@@ -355,32 +396,22 @@ ngx_tiktok_reports_store_transition(ngx_tiktok_reports_store_t *store,
 
     p = (u_char *) cmd + sizeof(ngx_tiktok_reports_store_cmd_t);
 
-    cmd->argv[cmd->argc] = "EVALSHA";
-    cmd->argvlen[cmd->argc++] = 7;
-    cmd->argv[cmd->argc] = (const char *) ngx_tiktok_reports_script_sha;
-    cmd->argvlen[cmd->argc++] = 40;
-    cmd->argv[cmd->argc] = "2";
-    cmd->argvlen[cmd->argc++] = 1;
+    ngx_tiktok_reports_store_ref(cmd, (u_char *) "EVALSHA", 7);
+    ngx_tiktok_reports_store_ref(cmd, ngx_tiktok_reports_script_sha, 40);
+    ngx_tiktok_reports_store_ref(cmd, (u_char *) "2", 1);
 
-    /* KEYS[1]: <prefix>msg:{<messageId>} */
+    /* KEYS[1] <prefix>msg:{<messageId>}, KEYS[2] <prefix>events */
     key = p;
     p = ngx_cpymem(p, opts->prefix.data, opts->prefix.len);
     p = ngx_cpymem(p, "msg:{", 5);
     p = ngx_cpymem(p, res->message_id.data, res->message_id.len);
     *p++ = '}';
-    p = ngx_tiktok_reports_store_arg(cmd, p, key, p - key);
+    ngx_tiktok_reports_store_ref(cmd, key, p - key);
+    ngx_tiktok_reports_store_ref(cmd, opts->events.data, opts->events.len);
 
-    /* KEYS[2]: <prefix>events */
-    start = p;
-    p = ngx_cpymem(p, opts->prefix.data, opts->prefix.len);
-    p = ngx_cpymem(p, "events", 6);
-    p = ngx_tiktok_reports_store_arg(cmd, p, start, p - start);
-
-    /* ARGV[1], ARGV[2] */
-    p = ngx_tiktok_reports_store_arg(cmd, p, (u_char *) (delivery ? "d" : "s"),
-                                     1);
-    p = ngx_tiktok_reports_store_arg(cmd, p, (u_char *) group,
-                                     ngx_strlen(group));
+    /* ARGV[1] kind, ARGV[2] status group */
+    ngx_tiktok_reports_store_ref(cmd, (u_char *) (delivery ? "d" : "s"), 1);
+    ngx_tiktok_reports_store_ref(cmd, group->data, group->len);
 
     /* ARGV[3]: the event identity, the start of its timeline line */
     start = p;
@@ -403,123 +434,79 @@ ngx_tiktok_reports_store_transition(ngx_tiktok_reports_store_t *store,
                        sizeof("{\"kind\":\"seen\",\"at\":") - 1);
     }
 
-    if (at->data) {
-        p = ngx_tiktok_reports_json_string(p, at->data, at->len);
-
-    } else {
-        p = ngx_cpymem(p, "null", 4);
-    }
-
+    p = ngx_tiktok_reports_store_json(p, at);
     *p++ = ',';
-    p = ngx_tiktok_reports_store_arg(cmd, p, start, p - start);
+    ngx_tiktok_reports_store_ref(cmd, start, p - start);
 
     /* ARGV[4]: the rest of the line */
     start = p;
-    p = ngx_sprintf(p, "\"status\":\"%s\"", group);
+    p = ngx_sprintf(p, "\"status\":\"%V\"", group);
 
     if (delivery) {
         p = ngx_cpymem(p, ",\"statusName\":", 14);
-
-        if (res->status_name.data) {
-            p = ngx_tiktok_reports_json_string(p, res->status_name.data,
-                                               res->status_name.len);
-
-        } else {
-            p = ngx_cpymem(p, "null", 4);
-        }
+        p = ngx_tiktok_reports_store_json(p, &res->status_name);
     }
 
-    p = ngx_sprintf(p, ",\"receivedAt\":%L}", opts->now);
-    p = ngx_tiktok_reports_store_arg(cmd, p, start, p - start);
+    p = ngx_sprintf(p, ",\"receivedAt\":%L}", now);
+    ngx_tiktok_reports_store_ref(cmd, start, p - start);
 
-    /* ARGV[5] now, ARGV[6] ttl, ARGV[7] maxlen */
+    /* ARGV[5] now, ARGV[6] ttl, ARGV[7] feed length */
     start = p;
-    p = ngx_sprintf(p, "%L", opts->now);
-    p = ngx_tiktok_reports_store_arg(cmd, p, start, p - start);
+    p = ngx_sprintf(p, "%L", now);
+    ngx_tiktok_reports_store_ref(cmd, start, p - start);
+    ngx_tiktok_reports_store_ref(cmd, opts->ttl.data, opts->ttl.len);
+    ngx_tiktok_reports_store_ref(cmd, opts->maxlen.data, opts->maxlen.len);
 
-    start = p;
-    p = ngx_sprintf(p, "%T", opts->ttl);
-    p = ngx_tiktok_reports_store_arg(cmd, p, start, p - start);
-
-    start = p;
-    p = ngx_sprintf(p, "%i", opts->stream_maxlen);
-    p = ngx_tiktok_reports_store_arg(cmd, p, start, p - start);
-
-    /* ARGV[8] messageId, ARGV[9] callbackData, ARGV[10] raw, ARGV[11] at */
-    id = key + opts->prefix.len + 5;
-    cmd->argv[cmd->argc] = (const char *) id;
-    cmd->argvlen[cmd->argc++] = res->message_id.len;
-
-    p = ngx_tiktok_reports_store_arg(cmd, p, res->callback_data.data,
-                                     res->callback_data.len);
-    p = ngx_tiktok_reports_store_arg(cmd, p, res->raw.data, res->raw.len);
-    p = ngx_tiktok_reports_store_arg(cmd, p, at->data, at->len);
+    /* ARGV[8] messageId (inside KEYS[1]), 9 callbackData, 10 raw, 11 at */
+    ngx_tiktok_reports_store_ref(cmd, key + opts->prefix.len + 5,
+                                 res->message_id.len);
+    p = ngx_tiktok_reports_store_copy(cmd, p, res->callback_data.data,
+                                      res->callback_data.len);
+    p = ngx_tiktok_reports_store_copy(cmd, p, res->raw.data, res->raw.len);
+    p = ngx_tiktok_reports_store_copy(cmd, p, at->data, at->len);
 
     if (delivery) {
-        p = ngx_tiktok_reports_store_arg(cmd, p, res->status_name.data,
-                                         res->status_name.len);
+        /* 12 statusName, 13 errorName, 14 errorPermanent, 15 doneAt in ms */
+        p = ngx_tiktok_reports_store_copy(cmd, p, res->status_name.data,
+                                          res->status_name.len);
 
         if (res->error_name.data) {
-            p = ngx_tiktok_reports_store_arg(cmd, p, res->error_name.data,
-                                             res->error_name.len);
+            p = ngx_tiktok_reports_store_copy(cmd, p, res->error_name.data,
+                                              res->error_name.len);
 
         } else {
-            p = ngx_tiktok_reports_store_arg(cmd, p, (u_char *) "NO_ERROR", 8);
+            ngx_tiktok_reports_store_ref(cmd, (u_char *) "NO_ERROR", 8);
         }
 
-        p = ngx_tiktok_reports_store_arg(cmd, p,
-                                  (u_char *) (res->error_permanent == 1
-                                              ? "true" : "false"),
-                                  res->error_permanent == 1 ? 4 : 5);
+        if (res->error_permanent == 1) {
+            ngx_tiktok_reports_store_ref(cmd, (u_char *) "true", 4);
+
+        } else {
+            ngx_tiktok_reports_store_ref(cmd, (u_char *) "false", 5);
+        }
+
+        start = p;
 
         if (res->done_at_ms != NGX_TIKTOK_REPORTS_NO_TIME) {
-            num[0] = '\0';
-            start = ngx_sprintf(num, "%L", res->done_at_ms);
-            p = ngx_tiktok_reports_store_arg(cmd, p, num, start - num);
-
-        } else {
-            p = ngx_tiktok_reports_store_arg(cmd, p, NULL, 0);
+            p = ngx_sprintf(p, "%L", res->done_at_ms);
         }
+
+        ngx_tiktok_reports_store_ref(cmd, start, p - start);
     }
 
     cmd->node = ngx_tiktok_reports_store_node(store, key,
-                                              res->message_id.len + 7);
+                                              opts->prefix.len + 6
+                                              + res->message_id.len);
 
-    if (ngx_tiktok_reports_store_send(cmd) != NGX_OK) {
+    if (ngx_tiktok_reports_store_send(cmd, cmd->argc, cmd->argv,
+                                      cmd->argvlen)
+        != NGX_OK)
+    {
         ngx_free(cmd);
         return NGX_ERROR;
     }
 
     return NGX_OK;
-}
-
-
-/* copies an argument into the command block unless it is already there */
-
-static u_char *
-ngx_tiktok_reports_store_arg(ngx_tiktok_reports_store_cmd_t *cmd, u_char *p,
-    u_char *s, size_t len)
-{
-    u_char  *start;
-
-    if (s == NULL || len == 0) {
-        cmd->argv[cmd->argc] = "";
-        cmd->argvlen[cmd->argc++] = 0;
-        return p;
-    }
-
-    if (s + len == p && s >= (u_char *) cmd) {
-        start = s;
-
-    } else {
-        start = p;
-        p = ngx_cpymem(p, s, len);
-    }
-
-    cmd->argv[cmd->argc] = (const char *) start;
-    cmd->argvlen[cmd->argc++] = len;
-
-    return p;
 }
 
 
@@ -531,32 +518,21 @@ ngx_tiktok_reports_store_command(ngx_tiktok_reports_store_t *store,
 {
     ngx_tiktok_reports_store_cmd_t  *cmd;
 
-    if (argc > NGX_TIKTOK_REPORTS_ARGS) {
-        return NGX_ERROR;
-    }
-
     cmd = ngx_alloc(sizeof(ngx_tiktok_reports_store_cmd_t), ngx_cycle->log);
     if (cmd == NULL) {
         return NGX_ERROR;
     }
 
-    cmd->store = store;
     cmd->node = ngx_tiktok_reports_store_node(store, key, key_len);
     cmd->done = done;
     cmd->data = data;
     cmd->index = index;
-    cmd->retried = 1;
+    cmd->retried = 0;
     cmd->raw = 1;
-    cmd->argc = argc;
-    cmd->sent = ngx_tiktok_reports_usec();
+    cmd->argc = 0;
 
-    /* hiredis copies the arguments at once; nothing is resent later */
-    if (ngx_tiktok_reports_node_command(cmd->node,
-                                        ngx_tiktok_reports_store_reply,
-                                        cmd, argc, argv, argvlen)
-        != NGX_OK)
-    {
-        ngx_tiktok_reports_metrics_redis_error(0);
+    /* hiredis copies the arguments at once; a raw command is never resent */
+    if (ngx_tiktok_reports_store_send(cmd, argc, argv, argvlen) != NGX_OK) {
         ngx_free(cmd);
         return NGX_ERROR;
     }
@@ -568,14 +544,16 @@ ngx_tiktok_reports_store_command(ngx_tiktok_reports_store_t *store,
 static void
 ngx_tiktok_reports_store_reply(redisAsyncContext *ac, void *reply, void *data)
 {
-    redisReply                      *rr = reply;
+    redisReply                      *rr;
     ngx_int_t                        rc;
+    ngx_uint_t                       noscript;
     ngx_tiktok_reports_node_t       *node;
     ngx_tiktok_reports_store_cmd_t  *cmd = data;
 
-    node = ngx_tiktok_reports_node_replied(ac);
+    node = ac->data;
+    rr = ngx_tiktok_reports_node_replied(ac, reply);
 
-    if (rr == NULL || (node && node->handshake_failed)) {
+    if (rr == NULL) {
         /* the connection went away, or its handshake was refused */
         ngx_tiktok_reports_metrics_redis_error(0);
         cmd->done(cmd->data, cmd->index, NGX_ERROR, NULL);
@@ -585,26 +563,10 @@ ngx_tiktok_reports_store_reply(redisAsyncContext *ac, void *reply, void *data)
 
     ngx_tiktok_reports_metrics_rtt(ngx_tiktok_reports_usec() - cmd->sent);
 
-    if (rr->type == REDIS_REPLY_ERROR
-        && !(cmd->raw == 0 && !cmd->retried && rr->len >= 8
-             && ngx_strncmp(rr->str, "NOSCRIPT", 8) == 0))
-    {
-        ngx_tiktok_reports_metrics_redis_error(0);
-    }
+    noscript = (rr->type == REDIS_REPLY_ERROR && !cmd->raw && !cmd->retried
+                && rr->len >= 8 && ngx_strncmp(rr->str, "NOSCRIPT", 8) == 0);
 
-    if (cmd->raw) {
-        rc = (rr->type == REDIS_REPLY_ERROR) ? NGX_ERROR : NGX_OK;
-        cmd->done(cmd->data, cmd->index, rc, rr);
-        ngx_free(cmd);
-        return;
-    }
-
-    if (rr->type == REDIS_REPLY_ERROR
-        && !cmd->retried
-        && node != NULL
-        && rr->len >= 8
-        && ngx_strncmp(rr->str, "NOSCRIPT", 8) == 0)
-    {
+    if (noscript) {
         /* the script cache was flushed: EVAL sends it and caches it again */
 
         ngx_log_error(NGX_LOG_NOTICE, node->log, 0,
@@ -617,7 +579,10 @@ ngx_tiktok_reports_store_reply(redisAsyncContext *ac, void *reply, void *data)
         cmd->argv[1] = ngx_tiktok_reports_script;
         cmd->argvlen[1] = ngx_tiktok_reports_script_str.len;
 
-        if (ngx_tiktok_reports_store_send(cmd) == NGX_OK) {
+        if (ngx_tiktok_reports_store_send(cmd, cmd->argc, cmd->argv,
+                                          cmd->argvlen)
+            == NGX_OK)
+        {
             return;
         }
 
@@ -626,13 +591,20 @@ ngx_tiktok_reports_store_reply(redisAsyncContext *ac, void *reply, void *data)
         return;
     }
 
-    if (rr->type == REDIS_REPLY_INTEGER) {
-        rc = rr->integer == 0 ? NGX_DECLINED : NGX_OK;
+    if (rr->type == REDIS_REPLY_ERROR) {
+        ngx_tiktok_reports_metrics_redis_error(0);
+    }
+
+    if (cmd->raw) {
+        rc = (rr->type == REDIS_REPLY_ERROR) ? NGX_ERROR : NGX_OK;
+
+    } else if (rr->type == REDIS_REPLY_INTEGER) {
+        rc = (rr->integer == 0) ? NGX_DECLINED : NGX_OK;
 
     } else {
         rc = NGX_ERROR;
 
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+        ngx_log_error(NGX_LOG_ERR, node->log, 0,
                       "tiktok_reports: redis transition failed: %*s",
                       rr->type == REDIS_REPLY_ERROR ? (size_t) rr->len : 0,
                       rr->type == REDIS_REPLY_ERROR ? rr->str : "");

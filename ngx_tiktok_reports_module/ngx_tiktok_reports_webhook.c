@@ -354,23 +354,11 @@ ngx_tiktok_reports_webhook_store(ngx_http_request_t *r,
     ngx_tiktok_reports_loc_conf_t *tlcf, ngx_tiktok_reports_result_t *res,
     size_t n)
 {
-    size_t                            i;
-    ngx_time_t                       *tp;
-    ngx_tiktok_reports_wait_t        *w;
-    ngx_tiktok_reports_batch_t       *batch;
-    ngx_tiktok_reports_store_opts_t   opts;
-
-    for (i = 0; i < n; i++) {
-        if (res[i].error) {
-            ngx_tiktok_reports_metrics_result(res[i].kind, 2);
-
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "tiktok_reports: result %uz rejected: %s%s%*s",
-                          i, res[i].error,
-                          res[i].message_id.len ? ", messageId " : "",
-                          res[i].message_id.len, res[i].message_id.data);
-        }
-    }
+    size_t                       i;
+    int64_t                      now;
+    ngx_time_t                  *tp;
+    ngx_tiktok_reports_wait_t   *w;
+    ngx_tiktok_reports_batch_t  *batch;
 
     batch = ngx_pcalloc(r->pool, sizeof(ngx_tiktok_reports_batch_t));
     if (batch == NULL) {
@@ -387,21 +375,25 @@ ngx_tiktok_reports_webhook_store(ngx_http_request_t *r,
     }
 
     tp = ngx_timeofday();
-
-    opts.prefix = tlcf->key_prefix;
-    opts.ttl = tlcf->ttl;
-    opts.stream_maxlen = tlcf->stream_maxlen;
-    opts.keep_reports = tlcf->keep_reports;
-    opts.now = (int64_t) tp->sec * 1000 + tp->msec;
+    now = (int64_t) tp->sec * 1000 + tp->msec;
 
     /* all commands go out in one pipeline; replies come back in order */
 
     for (i = 0; i < n; i++) {
         if (res[i].error) {
+            ngx_tiktok_reports_metrics_result(res[i].kind,
+                                              NGX_TIKTOK_REPORTS_REJECTED);
+
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "tiktok_reports: result %uz rejected: %s%s%*s",
+                          i, res[i].error,
+                          res[i].message_id.len ? ", messageId " : "",
+                          res[i].message_id.len, res[i].message_id.data);
             continue;
         }
 
-        if (ngx_tiktok_reports_store_transition(tlcf->store, &opts, &res[i],
+        if (ngx_tiktok_reports_store_transition(tlcf->store, &tlcf->transition,
+                                                now, &res[i],
                                                 ngx_tiktok_reports_webhook_done,
                                                 w, i)
             != NGX_OK)
@@ -429,11 +421,13 @@ ngx_tiktok_reports_webhook_done(void *data, ngx_uint_t index, ngx_int_t rc,
 
         if (rc == NGX_OK) {
             batch->accepted++;
-            ngx_tiktok_reports_metrics_result(batch->results[index].kind, 0);
+            ngx_tiktok_reports_metrics_result(batch->results[index].kind,
+                                              NGX_TIKTOK_REPORTS_ACCEPTED);
 
         } else if (rc == NGX_DECLINED) {
             batch->duplicates++;
-            ngx_tiktok_reports_metrics_result(batch->results[index].kind, 1);
+            ngx_tiktok_reports_metrics_result(batch->results[index].kind,
+                                              NGX_TIKTOK_REPORTS_DUPLICATE);
         }
     }
 

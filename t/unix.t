@@ -65,7 +65,7 @@ $t->select_db(0);
 $r = post('/wrong-user', 'wrong-1');
 is($r->{status}, 503, 'a refused AUTH: 503');
 is($t->redis('EXISTS', 'tiktok:msg:{wrong-1}'), 0, 'and nothing written');
-like($t->error_log, qr/tiktok_reports: redis unix:\S+ refused AUTH: WRONGPASS/,
+like($t->error_log, qr/tiktok_reports: redis unix:\S+ unavailable: AUTH refused: WRONGPASS/,
      'the refusal is logged');
 unlike($t->error_log, qr/not-the-password|reports-pw/, 'the password is not logged');
 
