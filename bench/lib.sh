@@ -67,6 +67,12 @@ http {
             client_body_buffer_size 1m;
             client_max_body_size 8m;
         }
+        location = /keep {
+            tiktok_reports_webhook;
+            tiktok_reports_signature off;
+            tiktok_reports_keep_reports on;
+            tiktok_reports_key_prefix "keep:";
+        }
         location = /ceiling {
             return 204;
         }
