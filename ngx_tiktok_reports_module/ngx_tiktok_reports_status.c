@@ -228,6 +228,8 @@ ngx_tiktok_reports_status_unescape(ngx_http_request_t *r, u_char *s,
 }
 
 
+/* any value that is not a string: wrong as "ids", wrong inside "ids" */
+
 static int
 ngx_tiktok_reports_ids_null(void *ctx)
 {
@@ -307,17 +309,11 @@ ngx_tiktok_reports_ids_start_map(void *ctx)
 {
     ngx_tiktok_reports_ids_parser_t  *ip = ctx;
 
-    if (ip->depth == 1 && ip->ids_key) {
-        ip->error = "ids is not an array";
+    /* an object is refused where a scalar is */
+    if (!ngx_tiktok_reports_ids_null(ctx)) {
         return 0;
     }
 
-    if (ip->in_ids && ip->depth == 2) {
-        ip->error = "ids must be strings";
-        return 0;
-    }
-
-    ip->ids_key = 0;
     ip->depth++;
 
     return 1;
