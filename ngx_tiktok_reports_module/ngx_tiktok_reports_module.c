@@ -363,10 +363,8 @@ ngx_tiktok_reports_merge_store(ngx_conf_t *cf,
     rc.db = conf->redis_db;
     rc.timeout = conf->redis_timeout;
 
-#if (NGX_HAVE_UNIX_DOMAIN)
-
     if (u->family == AF_UNIX) {
-        /* u->host is the path, not NUL-terminated */
+        /* u->host is the socket's path, not NUL-terminated */
         p = ngx_pnalloc(cf->pool, u->host.len + 1);
         if (p == NULL) {
             return NGX_CONF_ERROR;
@@ -376,27 +374,19 @@ ngx_tiktok_reports_merge_store(ngx_conf_t *cf,
         rc.path.data = p;
         rc.path.len = u->host.len;
 
-        goto store;
+    } else {
+        /* resolved now, so that no request ever waits on DNS */
+        p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        rc.host.len = ngx_sock_ntop(u->addrs[0].sockaddr, u->addrs[0].socklen,
+                                    p, NGX_SOCKADDR_STRLEN, 0);
+        p[rc.host.len] = '\0';
+        rc.host.data = p;
+        rc.port = u->port;
     }
-
-#endif
-
-    /* the address was resolved now, so that no request ever waits on DNS */
-
-    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-    if (p == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    rc.host.len = ngx_sock_ntop(u->addrs[0].sockaddr, u->addrs[0].socklen, p,
-                                NGX_SOCKADDR_STRLEN, 0);
-    p[rc.host.len] = '\0';
-    rc.host.data = p;
-    rc.port = u->port;
-
-#if (NGX_HAVE_UNIX_DOMAIN)
-store:
-#endif
 
     conf->store = ngx_tiktok_reports_store_get(cf, &rc);
     if (conf->store == NULL) {
