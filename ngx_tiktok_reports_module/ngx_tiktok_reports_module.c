@@ -1036,6 +1036,12 @@ ngx_tiktok_reports_json_string_len(u_char *s, size_t len)
             continue;
         }
 
+        if (*s < 0x80) {
+            size++;
+            s++;
+            continue;
+        }
+
         n = ngx_tiktok_reports_utf8_seq(s, last);
 
         if (n == 0) {
@@ -1091,6 +1097,11 @@ ngx_tiktok_reports_json_string(u_char *p, u_char *s, size_t len)
             *p++ = hex[*s >> 4];
             *p++ = hex[*s & 0xf];
             s++;
+            continue;
+        }
+
+        if (*s < 0x80) {
+            *p++ = *s++;
             continue;
         }
 

@@ -455,6 +455,12 @@ ngx_tiktok_reports_parser_utf8(const unsigned char *s, size_t len)
     last = s + len;
 
     while (s < last) {
+        if (*s < 0x80) {
+            /* the common case, without a call per byte */
+            s++;
+            continue;
+        }
+
         n = ngx_tiktok_reports_utf8_seq(s, last);
 
         if (n == 0) {
