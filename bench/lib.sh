@@ -57,6 +57,9 @@ http {
     access_log off;
     client_body_temp_path $dir/body;
     tiktok_reports_redis 127.0.0.1:$rport;
+    # a 2000-report body at 32 connections queues ~64 000 transitions: 1 s
+    # (the default) is too short for that on one Redis core
+    tiktok_reports_redis_timeout 5s;
     lua_package_path "$root/bench/?.lua;;";
     server {
         listen 127.0.0.1:$hport backlog=4096;
