@@ -16,6 +16,7 @@
 
 static void ngx_tiktok_reports_redis_read(ngx_event_t *ev);
 static void ngx_tiktok_reports_redis_write(ngx_event_t *ev);
+static void ngx_tiktok_reports_redis_flush(ngx_event_t *ev);
 static void ngx_tiktok_reports_redis_add_read(void *data);
 static void ngx_tiktok_reports_redis_del_read(void *data);
 static void ngx_tiktok_reports_redis_add_write(void *data);
@@ -97,6 +98,31 @@ ngx_tiktok_reports_redis_write(ngx_event_t *ev)
 }
 
 
+/*
+ * Commands issued while this loop iteration handles its events are sent
+ * together once it is over: the write event is posted, not added to epoll,
+ * so a busy worker makes one write() for many requests and no epoll_ctl()
+ * at all.  Only a write that the kernel cannot take whole waits for epoll.
+ */
+
+static void
+ngx_tiktok_reports_redis_flush(ngx_event_t *ev)
+{
+    ngx_connection_t  *c;
+
+    c = ev->data;
+
+    if (c->close) {
+        return;
+    }
+
+    /* hiredis asks for the write event again only if it could not finish */
+    ev->handler = ngx_tiktok_reports_redis_write;
+
+    redisAsyncHandleWrite(c->data);
+}
+
+
 static void
 ngx_tiktok_reports_redis_add_read(void *data)
 {
@@ -134,9 +160,20 @@ ngx_tiktok_reports_redis_del_read(void *data)
 static void
 ngx_tiktok_reports_redis_add_write(void *data)
 {
-    ngx_connection_t  *c = data;
+    ngx_connection_t   *c = data;
+    redisAsyncContext  *ac;
 
-    if (c == NULL || c->write->active) {
+    if (c == NULL || c->write->active || c->write->posted) {
+        return;
+    }
+
+    ac = c->data;
+
+    /* until connect(2) completes, only epoll can tell when to write */
+    if (c->write->handler == ngx_tiktok_reports_redis_flush
+        && (ac->c.flags & REDIS_CONNECTED))
+    {
+        ngx_post_event(c->write, &ngx_posted_events);
         return;
     }
 
@@ -154,7 +191,18 @@ ngx_tiktok_reports_redis_del_write(void *data)
 {
     ngx_connection_t  *c = data;
 
-    if (c == NULL || !c->write->active) {
+    if (c == NULL) {
+        return;
+    }
+
+    /* everything was written: the next command is flushed after the loop */
+    c->write->handler = ngx_tiktok_reports_redis_flush;
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    if (!c->write->active) {
         return;
     }
 

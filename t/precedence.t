@@ -143,6 +143,29 @@ for my $c (@cases) {
     is($h->{status}, 'SEEN', 'keep_reports: status');
 }
 
+# keep_reports, seen first: a message's first report keeps its raw report
+# too, and the later delivery still brings its own
+{
+    my $res = $t->http(method => 'POST', path => '/keep',
+        headers => [ 'Content-Type' => 'application/json' ],
+        body => json_encode({ results => [ $EV{seen}->('keep-2') ] }));
+    is($res->{status}, 200, 'keep_reports seen first: 200');
+    my $h = $t->hgetall('keep:msg:{keep-2}');
+    is_deeply(json_decode($h->{seen}),
+              json_decode(json_encode($EV{seen}->('keep-2'))),
+              'keep_reports seen first: seen kept');
+    ok(!exists $h->{delivery}, 'keep_reports seen first: no delivery yet');
+    $res = $t->http(method => 'POST', path => '/keep',
+        headers => [ 'Content-Type' => 'application/json' ],
+        body => json_encode({ results => [ $EV{handset}->('keep-2') ] }));
+    $h = $t->hgetall('keep:msg:{keep-2}');
+    is_deeply(json_decode($h->{delivery}),
+              json_decode(json_encode($EV{handset}->('keep-2'))),
+              'keep_reports seen first: delivery kept after');
+    is_deeply([ @$h{qw(status statusName)} ], [ 'SEEN', 'DELIVERED_TO_HANDSET' ],
+              'keep_reports seen first: status stays SEEN');
+}
+
 $t->stop_nginx;
 $t->check_logs;
 
