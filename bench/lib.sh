@@ -29,7 +29,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# REDIS_UNIX=1: the module and the peer reach Redis over a unix socket (what
+# a Redis on the same host would use); redis-cli here keeps the TCP port
+redis_addr=127.0.0.1:$rport
+peer_redis=$rport
+if [ "${REDIS_UNIX:-0}" = 1 ]; then
+    redis_addr=unix:$dir/redis.sock
+    peer_redis=$redis_addr
+fi
+
 redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no \
+    --unixsocket "$dir/redis.sock" --unixsocketperm 777 \
     --daemonize yes --dir "$dir" --logfile "$dir/redis.log"
 sleep 0.3
 
@@ -56,7 +66,7 @@ events { worker_connections 4096; }
 http {
     access_log off;
     client_body_temp_path $dir/body;
-    tiktok_reports_redis 127.0.0.1:$rport;
+    tiktok_reports_redis $redis_addr;
     # a 2000-report body at 32 connections queues ~64 000 transitions: 1 s
     # (the default) is too short for that on one Redis core
     tiktok_reports_redis_timeout 5s;
@@ -80,7 +90,7 @@ http {
             return 204;
         }
         location = /peer {
-            set \$peer_redis_port $rport;
+            set \$peer_redis $peer_redis;
             set \$peer_script_sha $sha;
             client_body_buffer_size 1m;
             client_max_body_size 8m;

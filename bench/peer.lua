@@ -1,7 +1,8 @@
 -- The reference an nginx user would write instead of the module: ngx_lua
 -- (Debian's libnginx-mod-http-lua) with lua-cjson, a cosocket Redis client
 -- with keepalive, the same HMAC-SHA256 check over the raw body, and the same
--- transition script, its commands for one body pipelined.  Used by bench/run
+-- transition script called once per report, the calls of one body
+-- pipelined.  Used by bench/run
 -- only (require("peer").handle()); keys use the prefix "peer:" so both can
 -- share one Redis.
 local ffi = require("ffi")
@@ -72,6 +73,7 @@ local function resp(args)
   return table.concat(t)
 end
 
+-- the script answers one code per report: "*1" then the integer
 local function read_reply(sock)
   local line, err = sock:receive("*l")
   if not line then return nil, err end
@@ -79,6 +81,7 @@ local function read_reply(sock)
   if c == ":" then return tonumber(line:sub(2)) end
   if c == "-" then return nil, line end
   if c == "+" then return line:sub(2) end
+  if c == "*" and line == "*1" then return read_reply(sock) end
   if c == "$" then
     local n = tonumber(line:sub(2))
     if n < 0 then return ngx.null end
@@ -91,7 +94,7 @@ end
 local M = {}
 
 function M.handle()
-  local REDIS_PORT = tonumber(ngx.var.peer_redis_port)
+  local REDIS = ngx.var.peer_redis
   ngx.req.read_body()
   local body = ngx.req.get_body_data()
   if not body then
@@ -140,18 +143,19 @@ function M.handle()
                      .. cjson.encode(r.status.name or cjson.null)
                      .. ',"receivedAt":' .. now .. '}'
         local err = type(r.error) == "table" and r.error or {}
-        cmds[#cmds + 1] = resp({ "EVALSHA", sha, "2", PREFIX .. "msg:{" .. id .. "}",
-          PREFIX .. "events", "d", g, ident, rest, now, "2592000", "1000000", id,
-          r.callbackData or "", "", r.doneAt or "", r.status.name or "",
-          err.name or "NO_ERROR", err.permanent == true and "true" or "false",
-          ms(r.doneAt) })
+        cmds[#cmds + 1] = resp({ "EVALSHA", sha, "2", PREFIX .. "events",
+          PREFIX .. "msg:{" .. id .. "}", now, "2592000", "1000000",
+          "d", g, ident, rest, id, r.callbackData or "", "", r.doneAt or "",
+          r.status.name or "", err.name or "NO_ERROR",
+          err.permanent == true and "true" or "false", ms(r.doneAt) })
       end
     elseif type(r.seenAt) == "string" then
       local ident = '{"kind":"seen","at":' .. cjson.encode(r.seenAt) .. ','
       local rest = '"status":"SEEN","receivedAt":' .. now .. '}'
-      cmds[#cmds + 1] = resp({ "EVALSHA", sha, "2", PREFIX .. "msg:{" .. id .. "}",
-        PREFIX .. "events", "s", "SEEN", ident, rest, now, "2592000", "1000000", id,
-        r.callbackData or "", "", r.seenAt })
+      cmds[#cmds + 1] = resp({ "EVALSHA", sha, "2", PREFIX .. "events",
+        PREFIX .. "msg:{" .. id .. "}", now, "2592000", "1000000",
+        "s", "SEEN", ident, rest, id, r.callbackData or "", "", r.seenAt,
+        "", "", "", "" })
     else
       rejected[#rejected + 1] = { index = i - 1,
                                   error = "neither a delivery nor a seen report" }
@@ -161,10 +165,16 @@ function M.handle()
   local accepted, duplicates = 0, 0
   if #cmds > 0 then
     local sock = ngx.socket.tcp()
-    sock:settimeout(1000)
-    local ok, err = sock:connect("127.0.0.1", REDIS_PORT)
+    -- the module's tiktok_reports_redis_timeout in bench/lib.sh
+    sock:settimeout(5000)
+    local ok
+    if REDIS:sub(1, 5) == "unix:" then
+      ok = sock:connect(REDIS)
+    else
+      ok = sock:connect("127.0.0.1", tonumber(REDIS))
+    end
     if not ok then return err(503, "status store unavailable") end
-    ok, err = sock:send(table.concat(cmds))
+    ok = sock:send(table.concat(cmds))
     if not ok then return err(503, "status store unavailable") end
     for _ = 1, #cmds do
       local v, e = read_reply(sock)

@@ -84,11 +84,16 @@ ngx_tiktok_reports_store_t *ngx_tiktok_reports_store_get(ngx_conf_t *cf,
 ngx_int_t ngx_tiktok_reports_store_init_worker(ngx_cycle_t *cycle);
 void ngx_tiktok_reports_store_exit_worker(ngx_cycle_t *cycle);
 
-/* now: the receiver's clock, ms since the epoch */
-ngx_int_t ngx_tiktok_reports_store_transition(
+/*
+ * The results among res[0..n) that have no error, in calls of up to 100
+ * reports; done() is called once for each with its index in res.  *sent
+ * counts the results sent, also when a later call could not be
+ * (NGX_ERROR).  now: the receiver's clock, ms since the epoch.
+ */
+ngx_int_t ngx_tiktok_reports_store_transitions(
     ngx_tiktok_reports_store_t *store, ngx_tiktok_reports_store_opts_t *opts,
-    int64_t now, ngx_tiktok_reports_result_t *res,
-    ngx_tiktok_reports_store_done_pt done, void *data, ngx_uint_t index);
+    int64_t now, ngx_tiktok_reports_result_t *res, size_t n,
+    ngx_tiktok_reports_store_done_pt done, void *data, size_t *sent);
 
 /* raw command on the node for the key (lookups); reply owned by hiredis */
 ngx_int_t ngx_tiktok_reports_store_command(ngx_tiktok_reports_store_t *store,

@@ -354,7 +354,7 @@ ngx_tiktok_reports_webhook_store(ngx_http_request_t *r,
     ngx_tiktok_reports_loc_conf_t *tlcf, ngx_tiktok_reports_result_t *res,
     size_t n)
 {
-    size_t                       i;
+    size_t                       i, sent;
     int64_t                      now;
     ngx_time_t                  *tp;
     ngx_tiktok_reports_wait_t   *w;
@@ -377,8 +377,6 @@ ngx_tiktok_reports_webhook_store(ngx_http_request_t *r,
     tp = ngx_timeofday();
     now = (int64_t) tp->sec * 1000 + tp->msec;
 
-    /* all commands go out in one pipeline; replies come back in order */
-
     for (i = 0; i < n; i++) {
         if (res[i].error) {
             ngx_tiktok_reports_metrics_result(res[i].kind,
@@ -389,21 +387,21 @@ ngx_tiktok_reports_webhook_store(ngx_http_request_t *r,
                           i, res[i].error,
                           res[i].message_id.len ? ", messageId " : "",
                           res[i].message_id.len, res[i].message_id.data);
-            continue;
         }
-
-        if (ngx_tiktok_reports_store_transition(tlcf->store, &tlcf->transition,
-                                                now, &res[i],
-                                                ngx_tiktok_reports_webhook_done,
-                                                w, i)
-            != NGX_OK)
-        {
-            w->failed = 1;
-            break;
-        }
-
-        w->outstanding++;
     }
+
+    /* the calls go out in one pipeline; replies come back in order */
+
+    if (ngx_tiktok_reports_store_transitions(tlcf->store, &tlcf->transition,
+                                             now, res, n,
+                                             ngx_tiktok_reports_webhook_done,
+                                             w, &sent)
+        != NGX_OK)
+    {
+        w->failed = 1;
+    }
+
+    w->outstanding += sent;
 
     return ngx_tiktok_reports_wait_start(w, tlcf->redis_timeout);
 }

@@ -66,6 +66,33 @@ sub post {
        'the same 2000 again are duplicates');
 }
 
+# a body's reports go to Redis in calls of up to 100, in order: a report
+# sees what an earlier one in the same call wrote, and the answer maps every
+# report back to its index across calls
+{
+    my @r = map { tiktok_dlr(id => "call-$_") } 1 .. 250;
+    $r[$_] = { to => 'no id' } for 0, 101, 249;
+    $r[5] = tiktok_dlr(id => 'call-3');      # the same call: a duplicate
+    $r[6] = tiktok_seen(id => 'call-3');     # the same call: SEEN
+    $r[150] = tiktok_dlr(id => 'call-3');    # a later call: a duplicate
+    $t->redis('CONFIG', 'RESETSTAT');
+    my $res = post(results => \@r);
+    my $j = json_decode($res->{body});
+    is_deeply([ $j->{accepted}, $j->{duplicates},
+                [ map { $_->{index} } @{ $j->{rejected} } ] ],
+              [ 245, 2, [ 0, 101, 249 ] ],
+              'calls of 100: accepted, duplicates and rejected indices');
+    my ($calls) = $t->redis('INFO', 'commandstats')
+                  =~ /^cmdstat_evalsha:calls=(\d+)/m;
+    is($calls, 3, '247 storable reports: three calls');
+    is_deeply([ map { $t->redis('HGET', "tiktok:msg:{call-$_}", 'status') }
+                3, 100, 101, 103, 248 ],
+              [ 'SEEN', 'DELIVERED', 'DELIVERED', 'DELIVERED', 'DELIVERED' ],
+              'calls of 100: reports on both sides of each cut stored');
+    is($t->redis('EXISTS', 'tiktok:msg:{call-6}'), 0,
+       'calls of 100: the replaced report was not stored');
+}
+
 # the script cache flushed under us: NOSCRIPT, reloaded, answered 200
 {
     $t->redis('SCRIPT', 'FLUSH');
