@@ -72,8 +72,10 @@ struct ngx_tiktok_reports_store_s {
 
 /*
  * What a command's owner learns, with the index it gave: NGX_OK,
- * NGX_DECLINED (a duplicate report) or NGX_ERROR; the reply is hiredis's,
- * valid during the call only, and NULL when the connection was lost.
+ * NGX_DECLINED (a duplicate report) or NGX_ERROR; the reply is hiredis's
+ * (for a transition, its report's element, or the call's reply when the
+ * call failed), valid during the call only, and NULL when the connection
+ * was lost.
  */
 typedef void (*ngx_tiktok_reports_store_done_pt)(void *data,
     ngx_uint_t index, ngx_int_t rc, redisReply *reply);
@@ -86,8 +88,8 @@ void ngx_tiktok_reports_store_exit_worker(ngx_cycle_t *cycle);
 
 /*
  * The results among res[0..n) that have no error, in calls of up to 100
- * reports; done() is called once for each with its index in res.  *sent
- * counts the results sent, also when a later call could not be
+ * reports; done() is called once for each result sent, with its index in
+ * res.  *sent counts them, also when a later call could not be sent
  * (NGX_ERROR).  now: the receiver's clock, ms since the epoch.
  */
 ngx_int_t ngx_tiktok_reports_store_transitions(

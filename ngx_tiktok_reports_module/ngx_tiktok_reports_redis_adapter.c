@@ -75,7 +75,14 @@ ngx_tiktok_reports_redis_read(ngx_event_t *ev)
     c = ev->data;
 
     if (c->close) {
-        /* worker_shutdown_timeout: the node closes it at worker exit */
+        /*
+         * worker_shutdown_timeout: the node closes it at worker exit; until
+         * then a level event with bytes pending would fire on every loop
+         */
+        if (ev->active) {
+            (void) ngx_del_event(ev, NGX_READ_EVENT, 0);
+        }
+
         return;
     }
 
@@ -91,6 +98,10 @@ ngx_tiktok_reports_redis_write(ngx_event_t *ev)
     c = ev->data;
 
     if (c->close) {
+        if (ev->active) {
+            (void) ngx_del_event(ev, NGX_WRITE_EVENT, 0);
+        }
+
         return;
     }
 

@@ -546,7 +546,7 @@ ngx_tiktok_reports_store_transitions(ngx_tiktok_reports_store_t *store,
     ngx_tiktok_reports_result_t *res, size_t n,
     ngx_tiktok_reports_store_done_pt done, void *data, size_t *sent)
 {
-    size_t                           i, j, first, count, size;
+    size_t                           i, j, first, last, count, size;
     u_char                          *p, *start;
     ngx_uint_t                       argc;
     ngx_tiktok_reports_store_cmd_t  *cmd;
@@ -576,6 +576,8 @@ ngx_tiktok_reports_store_transitions(ngx_tiktok_reports_store_t *store,
                 count++;
             }
         }
+
+        last = i;
 
         /*
          * One block holds the command, its argv, the reports' indices and
@@ -627,7 +629,7 @@ ngx_tiktok_reports_store_transitions(ngx_tiktok_reports_store_t *store,
         ngx_tiktok_reports_store_ref(cmd, opts->maxlen.data,
                                      opts->maxlen.len);
 
-        for (i = first, j = 0; j < count; i++) {
+        for (i = first, j = 0; i < last; i++) {
             if (res[i].error) {
                 continue;
             }
@@ -720,7 +722,7 @@ ngx_tiktok_reports_store_finish(ngx_tiktok_reports_store_cmd_t *cmd,
         cmd->done(cmd->data, cmd->indices[j],
                   e == NULL ? NGX_ERROR
                             : (e->integer == 0 ? NGX_DECLINED : NGX_OK),
-                  rr);
+                  e ? e : rr);
     }
 
     ngx_free(cmd);
