@@ -32,7 +32,9 @@
  * (doneAt or seenAt), and for deliveries statusName, errorName,
  * errorPermanent, doneAt in ms ("" when unreadable; all four "" for seen).
  * Returns one code per report: 0 duplicate, 1 stored, 2 stored and status
- * changed.
+ * changed, -1 not stored: the key holds another type than a hash.  That
+ * one report is refused instead of failing the call, or its body would be
+ * retried forever; any other error fails the call.
  *
  * The "dg" field keeps the group and instant of the report that holds the
  * delivery details, so that same-rank reports compare without parsing.
@@ -60,13 +62,21 @@ static char ngx_tiktok_reports_script[] =
 "  local g = ARGV[a + 2]\n"
 "  local d = ARGV[a + 1] == 'd'\n"
 "  local raw = ARGV[a + 7]\n"
-"  local cur = redis.call('HMGET', k, 'status', 'timeline', 'dg', 'seenAt')\n"
-"  local old = cur[1]\n"
-"  local tl = cur[2]\n"
+"  local ok, cur = pcall(redis.call, 'HMGET', k, 'status', 'timeline', 'dg',\n"
+"                        'seenAt')\n"
+"  if not ok then\n"
+"    local e = type(cur) == 'table' and cur.err or tostring(cur)\n"
+"    if not string.find(e, 'WRONGTYPE', 1, true) then error(cur) end\n"
+"    cur = false\n"
+"  end\n"
+"  local old = cur and cur[1]\n"
+"  local tl = cur and cur[2]\n"
 "  local new = g\n"
 "  local f\n"
 "  local n\n"
-"  if not old and not tl then\n"
+"  if not cur then\n"
+"    f = false\n"
+"  elseif not old and not tl then\n"
 "    if d then\n"
 "      f = {'timeline', ARGV[a + 3] .. ARGV[a + 4], 'updatedAt', now,\n"
 "           'status', g, 'statusName', ARGV[a + 9], 'errorName', ARGV[a + 10],\n"
@@ -94,8 +104,8 @@ static char ngx_tiktok_reports_script[] =
 "    if d then\n"
 "      local take = true\n"
 "      local dg = cur[3]\n"
-"      if dg then\n"
-"        local sep = string.find(dg, ':', 1, true)\n"
+"      local sep = dg and string.find(dg, ':', 1, true)\n"
+"      if sep then\n"
 "        local dgrp = string.sub(dg, 1, sep - 1)\n"
 "        local dr = rank(dgrp)\n"
 "        if r ~= dr then\n"
@@ -124,7 +134,9 @@ static char ngx_tiktok_reports_script[] =
 "      end\n"
 "    end\n"
 "  end\n"
-"  if not f then\n"
+"  if f == false then\n"
+"    out[i] = -1\n"
+"  elseif not f then\n"
 "    out[i] = 0\n"
 "  else\n"
 "    if ARGV[a + 6] ~= '' then\n"
@@ -721,7 +733,8 @@ ngx_tiktok_reports_store_finish(ngx_tiktok_reports_store_cmd_t *cmd,
 
         cmd->done(cmd->data, cmd->indices[j],
                   e == NULL ? NGX_ERROR
-                            : (e->integer == 0 ? NGX_DECLINED : NGX_OK),
+                  : e->integer < 0 ? NGX_ABORT
+                  : e->integer == 0 ? NGX_DECLINED : NGX_OK,
                   e ? e : rr);
     }
 

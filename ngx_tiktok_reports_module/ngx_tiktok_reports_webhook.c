@@ -411,8 +411,9 @@ static void
 ngx_tiktok_reports_webhook_done(void *data, ngx_uint_t index, ngx_int_t rc,
     redisReply *reply)
 {
-    ngx_tiktok_reports_wait_t   *w = data;
-    ngx_tiktok_reports_batch_t  *batch;
+    ngx_tiktok_reports_wait_t    *w = data;
+    ngx_tiktok_reports_batch_t   *batch;
+    ngx_tiktok_reports_result_t  *res;
 
     if (w->request) {
         batch = w->data;
@@ -426,6 +427,19 @@ ngx_tiktok_reports_webhook_done(void *data, ngx_uint_t index, ngx_int_t rc,
             batch->duplicates++;
             ngx_tiktok_reports_metrics_result(batch->results[index].kind,
                                               NGX_TIKTOK_REPORTS_DUPLICATE);
+
+        } else if (rc == NGX_ABORT) {
+            /* listed in "rejected" by the answer, like a parser refusal */
+            res = &batch->results[index];
+            res->error = "the message's Redis key is not a hash";
+
+            ngx_tiktok_reports_metrics_result(res->kind,
+                                              NGX_TIKTOK_REPORTS_REJECTED);
+
+            ngx_log_error(NGX_LOG_WARN, w->request->connection->log, 0,
+                          "tiktok_reports: result %ui rejected: %s, "
+                          "messageId %*s", index, res->error,
+                          res->message_id.len, res->message_id.data);
         }
     }
 

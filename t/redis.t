@@ -93,6 +93,32 @@ sub post {
        'calls of 100: the replaced report was not stored');
 }
 
+# a message key that something else made a string: that one report is
+# refused, the others of its call are stored, and a retry does not loop; a
+# hash whose bookkeeping was overwritten still takes new details
+{
+    $t->redis('SET', 'tiktok:msg:{poison-1}', 'not a hash');
+    $t->redis('HSET', 'tiktok:msg:{odd-dg}', 'status', 'DELIVERED',
+              'statusName', 'DELIVERED_TO_OPERATOR', 'dg', 'garbage');
+    my @r = (tiktok_dlr(id => 'poison-1'), tiktok_dlr(id => 'fine-1'),
+             tiktok_dlr(id => 'odd-dg'));
+    my $want = '{"accepted":2,"duplicates":0,"rejected":[{"index":0,'
+             . '"error":"the message\'s Redis key is not a hash"}]}';
+    my $res = post(results => \@r);
+    is($res->{status}, 200, 'a string at a message key: 200');
+    is($res->{body}, $want, 'a string at a message key: that report rejected');
+    is($t->redis('GET', 'tiktok:msg:{poison-1}'), 'not a hash',
+       'a string at a message key: left as it was');
+    is($t->redis('HGET', 'tiktok:msg:{fine-1}', 'status'), 'DELIVERED',
+       'a string at a message key: the next report stored');
+    is($t->redis('HGET', 'tiktok:msg:{odd-dg}', 'statusName'),
+       'DELIVERED_TO_HANDSET', 'an unreadable dg field: details replaced');
+    $res = post(results => \@r);
+    is($res->{body}, '{"accepted":0,"duplicates":2,"rejected":[{"index":0,'
+                     . '"error":"the message\'s Redis key is not a hash"}]}',
+       'a string at a message key: the retry is answered the same way');
+}
+
 # the script cache flushed under us: NOSCRIPT, reloaded, answered 200
 {
     $t->redis('SCRIPT', 'FLUSH');
