@@ -144,7 +144,7 @@ function M.handle()
                      .. ',"receivedAt":' .. now .. '}'
         local err = type(r.error) == "table" and r.error or {}
         cmds[#cmds + 1] = resp({ "EVALSHA", sha, "2", PREFIX .. "events",
-          PREFIX .. "msg:{" .. id .. "}", now, "2592000", "1000000",
+          PREFIX .. "msg:{" .. id .. "}", now, "2592000", "1000000", "",
           "d", g, ident, rest, id, r.callbackData or "", "", r.doneAt or "",
           r.status.name or "", err.name or "NO_ERROR",
           err.permanent == true and "true" or "false", ms(r.doneAt) })
@@ -153,7 +153,7 @@ function M.handle()
       local ident = '{"kind":"seen","at":' .. cjson.encode(r.seenAt) .. ','
       local rest = '"status":"SEEN","receivedAt":' .. now .. '}'
       cmds[#cmds + 1] = resp({ "EVALSHA", sha, "2", PREFIX .. "events",
-        PREFIX .. "msg:{" .. id .. "}", now, "2592000", "1000000",
+        PREFIX .. "msg:{" .. id .. "}", now, "2592000", "1000000", "",
         "s", "SEEN", ident, rest, id, r.callbackData or "", "", r.seenAt,
         "", "", "", "" })
     else

@@ -25,8 +25,8 @@
  * once), and one message's transition is still never interleaved.
  *
  * KEYS[1] the change feed, KEYS[1 + i] report i's message hash.
- * ARGV: 1 now (ms), 2 ttl (s, "0" never), 3 feed maxlen ("0" off), then
- * twelve per report: kind ("d" or "s"), status group, event identity (the
+ * ARGV: 1 now (ms), 2 ttl (s, "0" never), 3 feed maxlen ("0" off), 4 the
+ * database ("" for 0), then twelve per report: kind ("d" or "s"), status group, event identity (the
  * start of its timeline line), the rest of that line, messageId,
  * callbackData, raw report (both "" when absent), event time as sent
  * (doneAt or seenAt), and for deliveries statusName, errorName,
@@ -55,10 +55,11 @@ static char ngx_tiktok_reports_script[] =
 "  return 0\n"
 "end\n"
 "local now, ttl, maxlen = ARGV[1], ARGV[2], ARGV[3]\n"
+"if ARGV[4] ~= '' then redis.call('SELECT', ARGV[4]) end\n"
 "local out = {}\n"
 "for i = 1, #KEYS - 1 do\n"
 "  local k = KEYS[i + 1]\n"
-"  local a = 3 + (i - 1) * 12\n"
+"  local a = 4 + (i - 1) * 12\n"
 "  local g = ARGV[a + 2]\n"
 "  local d = ARGV[a + 1] == 'd'\n"
 "  local raw = ARGV[a + 7]\n"
@@ -164,7 +165,7 @@ static char ngx_tiktok_reports_script[] =
 
 /* a report's arguments in a call, and the fixed ones before them */
 #define NGX_TIKTOK_REPORTS_REPORT_ARGS  12
-#define NGX_TIKTOK_REPORTS_HEAD_ARGS    7
+#define NGX_TIKTOK_REPORTS_HEAD_ARGS    8
 
 
 typedef struct {
@@ -601,7 +602,7 @@ ngx_tiktok_reports_store_transitions(ngx_tiktok_reports_store_t *store,
 
         cmd = ngx_alloc(sizeof(ngx_tiktok_reports_store_cmd_t)
                         + argc * (sizeof(char *) + sizeof(size_t))
-                        + count * sizeof(ngx_uint_t) + NGX_INT64_LEN * 2
+                        + count * sizeof(ngx_uint_t) + NGX_INT64_LEN * 3
                         + size,
                         ngx_cycle->log);
         if (cmd == NULL) {
@@ -640,6 +641,18 @@ ngx_tiktok_reports_store_transitions(ngx_tiktok_reports_store_t *store,
         ngx_tiktok_reports_store_ref(cmd, opts->ttl.data, opts->ttl.len);
         ngx_tiktok_reports_store_ref(cmd, opts->maxlen.data,
                                      opts->maxlen.len);
+
+        /*
+         * ARGV[4] the database: commands pipelined behind a SELECT that
+         * Redis refuses would run in database 0, so the script selects it
+         */
+        start = p;
+
+        if (store->conf.db) {
+            p = ngx_sprintf(p, "%i", store->conf.db);
+        }
+
+        ngx_tiktok_reports_store_ref(cmd, start, p - start);
 
         for (i = first, j = 0; i < last; i++) {
             if (res[i].error) {

@@ -61,6 +61,21 @@ sub post {
     ok(@tries < 15, 'reconnects back off (' . scalar(@tries) . ' attempts)');
 }
 
+# Commands pipelined behind a SELECT that Redis will refuse run on the
+# connection's database 0 unless the script selects the database itself.
+# Redis frozen: the kernel still completes a reconnect and buffers the
+# handshake and the requests' commands; thawed, Redis runs them in order.
+{
+    $t->freeze_redis;
+    my @st = map { my $s = post('/bad-db', "pipelined-$_", 3); sleep 0.1; $s }
+             1 .. 30;
+    $t->thaw_redis;
+    sleep 0.5;
+    is(scalar(grep { $_ == 503 } @st), 30, 'behind a refused SELECT: 503');
+    is_deeply($t->redis('KEYS', 'tiktok:msg:{pipelined-*}'), [],
+              'behind a refused SELECT: nothing written to database 0');
+}
+
 # a request waiting on a connect that never completes, then a shutdown
 {
     my $pid = fork();
