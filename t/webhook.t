@@ -261,6 +261,14 @@ run_cases($t,
                     body => '{"accepted":0,"duplicates":0,"rejected":[]}' },
     },
     {
+        name => 'only results that cannot be stored: answered without Redis',
+        results => [ tiktok_dlr(), { foo => 1 } ], sign => $S,
+        expect => { status => 200,
+                    body => '{"accepted":0,"duplicates":0,"rejected":['
+                          . '{"index":0,"error":"missing messageId"},'
+                          . '{"index":1,"error":"missing messageId"}]}' },
+    },
+    {
         name => 'a result without messageId does not fail the batch',
         results => [ tiktok_dlr(id => 'batch-1'), tiktok_dlr(),
                      tiktok_seen(id => 'batch-3'), { foo => 1 }, 17 ],
