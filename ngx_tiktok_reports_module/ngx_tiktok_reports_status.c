@@ -535,6 +535,18 @@ ngx_tiktok_reports_status_done(void *data, ngx_uint_t index, ngx_int_t rc,
     ngx_tiktok_reports_wait_t    *w = data;
     ngx_tiktok_reports_lookup_t  *lk;
 
+    if (rc == NGX_ERROR && reply != NULL && reply->type == REDIS_REPLY_ERROR
+        && reply->len >= 9 && ngx_strncmp(reply->str, "WRONGTYPE", 9) == 0)
+    {
+        /*
+         * something else than this module wrote another type at the key:
+         * no message is known by that id, as the webhook refuses it too;
+         * its item stays NULL
+         */
+        ngx_tiktok_reports_wait_done(w, 0);
+        return;
+    }
+
     if (rc == NGX_OK && w->request && !w->failed) {
         lk = w->data;
 

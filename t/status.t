@@ -196,6 +196,21 @@ for my $id (@odd) {
     ok($len < 300 && $len >= 10, "maxlen 10: the feed is trimmed ($len)");
 }
 
+# a key that something else made a string: unknown, like the webhook sees it
+{
+    $t->redis('SET', 'tiktok:msg:{not-a-hash}', 'x');
+    my $r = $t->http(path => '/tiktok/status/not-a-hash');
+    is($r->{status}, 404, 'a string at the key: 404');
+    is($r->{body}, '{"error":"unknown messageId","messageId":"not-a-hash"}',
+       'a string at the key: unknown messageId');
+    $r = $t->http(path => '/tiktok/status/?id=not-a-hash&id=plain-1');
+    my $j = json_decode($r->{body});
+    is_deeply([ $r->{status}, $j->{results}[0], $j->{results}[1]{status} ],
+              [ 200, { messageId => 'not-a-hash', found => JSON::PP::false },
+                'SEEN' ],
+              'a string at the key: found false in a batch, the other found');
+}
+
 # Redis trouble: 503 with Retry-After, as for the webhook
 {
     $t->stop_redis;
