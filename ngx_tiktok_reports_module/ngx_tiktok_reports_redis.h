@@ -72,8 +72,9 @@ struct ngx_tiktok_reports_store_s {
 
 /*
  * What a command's owner learns, with the index it gave: NGX_OK,
- * NGX_DECLINED (a duplicate report), NGX_ABORT (a report that cannot be
- * stored: its key holds another type) or NGX_ERROR; the reply is hiredis's
+ * NGX_DECLINED (a duplicate report), NGX_ABORT (the key holds another
+ * type than a hash: the report is not stored, the lookup finds nothing) or
+ * NGX_ERROR; the reply is hiredis's
  * (for a transition, its report's element, or the call's reply when the
  * call failed), valid during the call only, and NULL when the connection
  * was lost.

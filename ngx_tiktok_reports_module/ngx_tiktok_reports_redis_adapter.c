@@ -171,19 +171,18 @@ ngx_tiktok_reports_redis_del_read(void *data)
 static void
 ngx_tiktok_reports_redis_add_write(void *data)
 {
-    ngx_connection_t   *c = data;
-    redisAsyncContext  *ac;
+    ngx_connection_t  *c = data;
 
     if (c == NULL || c->write->active || c->write->posted) {
         return;
     }
 
-    ac = c->data;
-
-    /* until connect(2) completes, only epoll can tell when to write */
-    if (c->write->handler == ngx_tiktok_reports_redis_flush
-        && (ac->c.flags & REDIS_CONNECTED))
-    {
+    /*
+     * The flush handler is set only once hiredis finished a write, so the
+     * socket is connected; until then (connect(2) in progress, or a write
+     * the kernel did not take whole) only epoll can tell when to write.
+     */
+    if (c->write->handler == ngx_tiktok_reports_redis_flush) {
         ngx_post_event(c->write, &ngx_posted_events);
         return;
     }

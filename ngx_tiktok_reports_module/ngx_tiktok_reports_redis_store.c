@@ -773,14 +773,21 @@ ngx_tiktok_reports_store_reply(redisAsyncContext *ac, void *reply, void *data)
         return;
     }
 
-    if (rr->type == REDIS_REPLY_ERROR) {
-        ngx_tiktok_reports_metrics_redis_error(0);
-    }
+    if (cmd->raw && rr->type == REDIS_REPLY_ERROR
+        && rr->len >= 9 && ngx_strncmp(rr->str, "WRONGTYPE", 9) == 0)
+    {
+        /* as in the script: the key holds another type, not a store error */
+        rc = NGX_ABORT;
 
-    if (cmd->raw) {
-        rc = (rr->type == REDIS_REPLY_ERROR) ? NGX_ERROR : NGX_OK;
+    } else if (rr->type == REDIS_REPLY_ERROR) {
+        ngx_tiktok_reports_metrics_redis_error(0);
+        rc = NGX_ERROR;
 
     } else {
+        rc = NGX_OK;
+    }
+
+    if (!cmd->raw) {
         /* one integer per report, or the call failed as a whole */
 
         rc = (rr->type == REDIS_REPLY_ARRAY && rr->elements == cmd->n)

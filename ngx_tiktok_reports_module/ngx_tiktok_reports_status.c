@@ -535,9 +535,7 @@ ngx_tiktok_reports_status_done(void *data, ngx_uint_t index, ngx_int_t rc,
     ngx_tiktok_reports_wait_t    *w = data;
     ngx_tiktok_reports_lookup_t  *lk;
 
-    if (rc == NGX_ERROR && reply != NULL && reply->type == REDIS_REPLY_ERROR
-        && reply->len >= 9 && ngx_strncmp(reply->str, "WRONGTYPE", 9) == 0)
-    {
+    if (rc == NGX_ABORT) {
         /*
          * something else than this module wrote another type at the key:
          * no message is known by that id, as the webhook refuses it too;
