@@ -14,8 +14,7 @@
 #include "ngx_tiktok_reports_redis.h"
 
 
-static void ngx_tiktok_reports_redis_read(ngx_event_t *ev);
-static void ngx_tiktok_reports_redis_write(ngx_event_t *ev);
+static void ngx_tiktok_reports_redis_event(ngx_event_t *ev);
 static void ngx_tiktok_reports_redis_flush(ngx_event_t *ev);
 static void ngx_tiktok_reports_redis_add_read(void *data);
 static void ngx_tiktok_reports_redis_del_read(void *data);
@@ -43,9 +42,9 @@ ngx_tiktok_reports_redis_attach(redisAsyncContext *ac, ngx_log_t *log)
     c->write->log = log;
     c->data = ac;
 
-    /* nginx may call them before hiredis adds any event (shutdown timeout) */
-    c->read->handler = ngx_tiktok_reports_redis_read;
-    c->write->handler = ngx_tiktok_reports_redis_write;
+    /* nginx may call it before hiredis adds any event (shutdown timeout) */
+    c->read->handler = ngx_tiktok_reports_redis_event;
+    c->write->handler = ngx_tiktok_reports_redis_event;
 
     ac->ev.data = c;
     ac->ev.addRead = ngx_tiktok_reports_redis_add_read;
@@ -68,7 +67,7 @@ ngx_tiktok_reports_redis_attach(redisAsyncContext *ac, ngx_log_t *log)
  */
 
 static void
-ngx_tiktok_reports_redis_read(ngx_event_t *ev)
+ngx_tiktok_reports_redis_event(ngx_event_t *ev)
 {
     ngx_connection_t  *c;
 
@@ -80,32 +79,19 @@ ngx_tiktok_reports_redis_read(ngx_event_t *ev)
          * then a level event with bytes pending would fire on every loop
          */
         if (ev->active) {
-            (void) ngx_del_event(ev, NGX_READ_EVENT, 0);
+            (void) ngx_del_event(ev, ev->write ? NGX_WRITE_EVENT
+                                               : NGX_READ_EVENT, 0);
         }
 
         return;
     }
 
-    redisAsyncHandleRead(c->data);
-}
+    if (ev->write) {
+        redisAsyncHandleWrite(c->data);
 
-
-static void
-ngx_tiktok_reports_redis_write(ngx_event_t *ev)
-{
-    ngx_connection_t  *c;
-
-    c = ev->data;
-
-    if (c->close) {
-        if (ev->active) {
-            (void) ngx_del_event(ev, NGX_WRITE_EVENT, 0);
-        }
-
-        return;
+    } else {
+        redisAsyncHandleRead(c->data);
     }
-
-    redisAsyncHandleWrite(c->data);
 }
 
 
@@ -128,7 +114,7 @@ ngx_tiktok_reports_redis_flush(ngx_event_t *ev)
     }
 
     /* hiredis asks for the write event again only if it could not finish */
-    ev->handler = ngx_tiktok_reports_redis_write;
+    ev->handler = ngx_tiktok_reports_redis_event;
 
     redisAsyncHandleWrite(c->data);
 }
@@ -142,8 +128,6 @@ ngx_tiktok_reports_redis_add_read(void *data)
     if (c == NULL || c->read->active) {
         return;
     }
-
-    c->read->handler = ngx_tiktok_reports_redis_read;
 
     if (ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
         ngx_log_error(NGX_LOG_ALERT, c->log, 0,
@@ -187,7 +171,7 @@ ngx_tiktok_reports_redis_add_write(void *data)
         return;
     }
 
-    c->write->handler = ngx_tiktok_reports_redis_write;
+    c->write->handler = ngx_tiktok_reports_redis_event;
 
     if (ngx_add_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
         ngx_log_error(NGX_LOG_ALERT, c->log, 0,
