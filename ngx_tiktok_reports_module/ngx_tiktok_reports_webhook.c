@@ -39,6 +39,8 @@ static void *ngx_tiktok_reports_webhook_alloc(void *ctx, size_t size);
 static ngx_int_t ngx_tiktok_reports_webhook_store(ngx_http_request_t *r,
     ngx_tiktok_reports_loc_conf_t *tlcf, ngx_tiktok_reports_result_t *res,
     size_t n);
+static void ngx_tiktok_reports_webhook_rejected(ngx_http_request_t *r,
+    ngx_tiktok_reports_result_t *res, size_t i);
 static void ngx_tiktok_reports_webhook_done(void *data, ngx_uint_t index,
     ngx_int_t rc, redisReply *reply);
 static ngx_int_t ngx_tiktok_reports_webhook_answer(ngx_http_request_t *r,
@@ -379,14 +381,7 @@ ngx_tiktok_reports_webhook_store(ngx_http_request_t *r,
 
     for (i = 0; i < n; i++) {
         if (res[i].error) {
-            ngx_tiktok_reports_metrics_result(res[i].kind,
-                                              NGX_TIKTOK_REPORTS_REJECTED);
-
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "tiktok_reports: result %uz rejected: %s%s%*s",
-                          i, res[i].error,
-                          res[i].message_id.len ? ", messageId " : "",
-                          res[i].message_id.len, res[i].message_id.data);
+            ngx_tiktok_reports_webhook_rejected(r, res, i);
         }
     }
 
@@ -407,13 +402,29 @@ ngx_tiktok_reports_webhook_store(ngx_http_request_t *r,
 }
 
 
+/* a result that is not stored: counted and logged, listed in the answer */
+
+static void
+ngx_tiktok_reports_webhook_rejected(ngx_http_request_t *r,
+    ngx_tiktok_reports_result_t *res, size_t i)
+{
+    ngx_tiktok_reports_metrics_result(res[i].kind,
+                                      NGX_TIKTOK_REPORTS_REJECTED);
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "tiktok_reports: result %uz rejected: %s%s%*s",
+                  i, res[i].error,
+                  res[i].message_id.len ? ", messageId " : "",
+                  res[i].message_id.len, res[i].message_id.data);
+}
+
+
 static void
 ngx_tiktok_reports_webhook_done(void *data, ngx_uint_t index, ngx_int_t rc,
     redisReply *reply)
 {
-    ngx_tiktok_reports_wait_t    *w = data;
-    ngx_tiktok_reports_batch_t   *batch;
-    ngx_tiktok_reports_result_t  *res;
+    ngx_tiktok_reports_wait_t   *w = data;
+    ngx_tiktok_reports_batch_t  *batch;
 
     if (w->request) {
         batch = w->data;
@@ -430,16 +441,10 @@ ngx_tiktok_reports_webhook_done(void *data, ngx_uint_t index, ngx_int_t rc,
 
         } else if (rc == NGX_ABORT) {
             /* listed in "rejected" by the answer, like a parser refusal */
-            res = &batch->results[index];
-            res->error = "the message's Redis key is not a hash";
-
-            ngx_tiktok_reports_metrics_result(res->kind,
-                                              NGX_TIKTOK_REPORTS_REJECTED);
-
-            ngx_log_error(NGX_LOG_WARN, w->request->connection->log, 0,
-                          "tiktok_reports: result %ui rejected: %s, "
-                          "messageId %*s", index, res->error,
-                          res->message_id.len, res->message_id.data);
+            batch->results[index].error =
+                                       "the message's Redis key is not a hash";
+            ngx_tiktok_reports_webhook_rejected(w->request, batch->results,
+                                                index);
         }
     }
 
