@@ -27,6 +27,7 @@ typedef struct {
     ngx_atomic_t   signature_failures;
     ngx_atomic_t   redis_errors;
     ngx_atomic_t   redis_timeouts;
+    ngx_atomic_t   redis_busy;
     ngx_atomic_t   rtt[NGX_TIKTOK_REPORTS_BUCKETS];
     ngx_atomic_t   rtt_count;
     ngx_atomic_t   rtt_usec;
@@ -203,6 +204,16 @@ ngx_tiktok_reports_metrics_redis_error(ngx_uint_t timeout)
 
 
 void
+ngx_tiktok_reports_metrics_redis_busy(void)
+{
+    if (ngx_tiktok_reports_metrics) {
+        (void) ngx_atomic_fetch_add(&ngx_tiktok_reports_metrics->redis_busy,
+                                    1);
+    }
+}
+
+
+void
 ngx_tiktok_reports_metrics_rtt(ngx_msec_t usec)
 {
     ngx_uint_t  i;
@@ -359,10 +370,16 @@ ngx_tiktok_reports_metrics_handler(ngx_http_request_t *r)
         "because Redis did not answer in time.\n"
         "# TYPE tiktok_reports_redis_timeouts_total counter\n"
         "tiktok_reports_redis_timeouts_total %uA\n"
+        "# HELP tiktok_reports_redis_busy_total Requests answered 503 at "
+        "once because their Redis connection had as much outstanding as "
+        "tiktok_reports_redis_max_outstanding allows.\n"
+        "# TYPE tiktok_reports_redis_busy_total counter\n"
+        "tiktok_reports_redis_busy_total %uA\n"
         "# HELP tiktok_reports_redis_rtt_seconds Time from sending a command "
         "to its reply.\n"
         "# TYPE tiktok_reports_redis_rtt_seconds histogram\n",
-        m->signature_failures, m->redis_errors, m->redis_timeouts);
+        m->signature_failures, m->redis_errors, m->redis_timeouts,
+        m->redis_busy);
 
     cum = 0;
 

@@ -32,6 +32,8 @@ static char *ngx_tiktok_reports_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_tiktok_reports_redis_password(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_tiktok_reports_redis_max_outstanding(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_tiktok_reports_role(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_tiktok_reports_signature(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -96,6 +98,13 @@ static ngx_command_t  ngx_tiktok_reports_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_tiktok_reports_loc_conf_t, redis_timeout),
+      NULL },
+
+    { ngx_string("tiktok_reports_redis_max_outstanding"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_tiktok_reports_redis_max_outstanding,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("tiktok_reports_key_prefix"),
@@ -262,6 +271,8 @@ ngx_tiktok_reports_create_loc_conf(ngx_conf_t *cf)
     conf->redis = NGX_CONF_UNSET_PTR;
     conf->redis_db = NGX_CONF_UNSET;
     conf->redis_timeout = NGX_CONF_UNSET_MSEC;
+    conf->redis_max_commands = NGX_CONF_UNSET_UINT;
+    conf->redis_max_bytes = NGX_CONF_UNSET_SIZE;
     conf->ttl = NGX_CONF_UNSET;
     conf->keep_reports = NGX_CONF_UNSET;
     conf->stream_maxlen = NGX_CONF_UNSET;
@@ -287,6 +298,14 @@ ngx_tiktok_reports_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_value(conf->redis_db, prev->redis_db, 0);
     ngx_conf_merge_msec_value(conf->redis_timeout, prev->redis_timeout, 1000);
+    ngx_conf_merge_uint_value(conf->redis_max_commands,
+                              prev->redis_max_commands, 10000);
+    ngx_conf_merge_size_value(conf->redis_max_bytes, prev->redis_max_bytes,
+                              16 * 1024 * 1024);
+
+    conf->limits.timeout = conf->redis_timeout;
+    conf->limits.commands = conf->redis_max_commands;
+    conf->limits.bytes = conf->redis_max_bytes;
     ngx_conf_merge_str_value(conf->key_prefix, prev->key_prefix, "tiktok:");
     ngx_conf_merge_sec_value(conf->ttl, prev->ttl, 30 * 86400);
     ngx_conf_merge_value(conf->keep_reports, prev->keep_reports, 0);
@@ -550,6 +569,48 @@ ngx_tiktok_reports_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     tlcf->redis = u;
+
+    return NGX_CONF_OK;
+}
+
+
+/* tiktok_reports_redis_max_outstanding commands [size] */
+
+static char *
+ngx_tiktok_reports_redis_max_outstanding(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_tiktok_reports_loc_conf_t *tlcf = conf;
+
+    ssize_t     size;
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (tlcf->redis_max_commands != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+    if (n == NGX_ERROR || n == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid number of commands \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    tlcf->redis_max_commands = n;
+
+    if (cf->args->nelts == 3) {
+        size = ngx_parse_size(&value[2]);
+        if (size == NGX_ERROR || size == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid size \"%V\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        tlcf->redis_max_bytes = size;
+    }
 
     return NGX_CONF_OK;
 }

@@ -43,6 +43,17 @@ typedef struct {
 } ngx_tiktok_reports_redis_conf_t;
 
 
+/*
+ * What one location's requests may ask of a Redis connection: how long they
+ * wait, and how much may be outstanding on it before they are refused.
+ */
+typedef struct {
+    ngx_msec_t                      timeout;
+    ngx_uint_t                      commands;
+    size_t                          bytes;
+} ngx_tiktok_reports_redis_limits_t;
+
+
 /* a location's fixed transition arguments, formatted once at startup */
 typedef struct {
     ngx_str_t                       prefix;
@@ -63,6 +74,8 @@ typedef struct {
     ngx_str_t                       redis_password;
     ngx_int_t                       redis_db;
     ngx_msec_t                      redis_timeout;
+    ngx_uint_t                      redis_max_commands;
+    size_t                          redis_max_bytes;
     ngx_str_t                       key_prefix;
     time_t                          ttl;
     ngx_flag_t                      keep_reports;
@@ -78,6 +91,7 @@ typedef struct {
     ngx_uint_t                      role;      /* set here, not inherited */
 
     ngx_tiktok_reports_store_t     *store;
+    ngx_tiktok_reports_redis_limits_t  limits;
     ngx_tiktok_reports_store_opts_t transition;
 } ngx_tiktok_reports_loc_conf_t;
 
@@ -132,6 +146,7 @@ ngx_int_t ngx_tiktok_reports_metrics_handler(ngx_http_request_t *r);
 void ngx_tiktok_reports_metrics_result(ngx_uint_t kind, ngx_uint_t outcome);
 void ngx_tiktok_reports_metrics_signature_failure(void);
 void ngx_tiktok_reports_metrics_redis_error(ngx_uint_t timeout);
+void ngx_tiktok_reports_metrics_redis_busy(void);
 void ngx_tiktok_reports_metrics_rtt(ngx_msec_t usec);
 #define NGX_TIKTOK_REPORTS_GONE  2
 void ngx_tiktok_reports_metrics_connected(ngx_uint_t store, ngx_uint_t state);

@@ -7,9 +7,10 @@
 /*
  * One Redis connection of one worker: connect without DNS (the address was
  * resolved at configuration time), pipeline the handshake (AUTH, SELECT,
- * SCRIPT LOAD) ahead of whatever requests queue behind it, watch for
- * replies that do not come (hiredis 0.14 has no timeouts of its own), and
- * reconnect with a growing delay after a failure.
+ * SCRIPT LOAD) ahead of whatever requests queue behind it, bound what is
+ * outstanding on it, watch for replies that do not come (hiredis 0.14 has
+ * no timeouts of its own), and reconnect with a growing delay after a
+ * failure.
  */
 
 
@@ -18,6 +19,9 @@
 
 #define NGX_TIKTOK_REPORTS_BACKOFF_MIN  100
 #define NGX_TIKTOK_REPORTS_BACKOFF_MAX  2000
+
+/* commands the ring holds at first; it doubles when full */
+#define NGX_TIKTOK_REPORTS_RING_MIN     64
 
 
 static ngx_int_t ngx_tiktok_reports_node_connect(
@@ -33,6 +37,10 @@ static void ngx_tiktok_reports_node_handshake(redisAsyncContext *ac,
 static void ngx_tiktok_reports_node_lost(ngx_tiktok_reports_node_t *node);
 static void ngx_tiktok_reports_node_watchdog(ngx_event_t *ev);
 static void ngx_tiktok_reports_node_reconnect(ngx_event_t *ev);
+static ngx_int_t ngx_tiktok_reports_node_push(ngx_tiktok_reports_node_t *node,
+    ngx_msec_t timeout, size_t bytes);
+static void ngx_tiktok_reports_node_pop(ngx_tiktok_reports_node_t *node);
+static void ngx_tiktok_reports_node_forget(ngx_tiktok_reports_node_t *node);
 
 
 ngx_int_t
@@ -93,15 +101,57 @@ ngx_tiktok_reports_node_close(ngx_tiktok_reports_node_t *node)
     ac->data = NULL;
     redisAsyncFree(ac);
 
-    node->pending = 0;
+    ngx_tiktok_reports_node_forget(node);
+
+    if (node->ring) {
+        ngx_free(node->ring);
+        node->ring = NULL;
+        node->ring_size = 0;
+    }
+}
+
+
+/*
+ * Whether a request of this many commands and argument bytes may go out
+ * now.  The connection is full when what waits on it would pass the
+ * location's limits; one request is always let onto an idle connection,
+ * however large, or a body bigger than the limits could never be stored.
+ */
+
+ngx_int_t
+ngx_tiktok_reports_node_admit(ngx_tiktok_reports_node_t *node,
+    ngx_tiktok_reports_redis_limits_t *limits, ngx_uint_t commands,
+    size_t bytes)
+{
+    if (node->pending == 0
+        || (node->pending + commands <= limits->commands
+            && node->pending_bytes + bytes <= limits->bytes))
+    {
+        return NGX_OK;
+    }
+
+    /* once until the connection is idle again, not once per request */
+    if (!node->busy_logged) {
+        node->busy_logged = 1;
+
+        ngx_log_error(NGX_LOG_WARN, node->log, 0,
+                      "tiktok_reports: redis %V has %ui commands (%uz bytes) "
+                      "outstanding, requests get 503 until it catches up",
+                      &node->conf->name, node->pending, node->pending_bytes);
+    }
+
+    return NGX_BUSY;
 }
 
 
 ngx_int_t
 ngx_tiktok_reports_node_command(ngx_tiktok_reports_node_t *node,
-    redisCallbackFn *fn, void *data, int argc, const char **argv,
-    const size_t *argvlen)
+    redisCallbackFn *fn, void *data, ngx_msec_t timeout, int argc,
+    const char **argv, const size_t *argvlen)
 {
+    int     i;
+    size_t  bytes;
+
     if (node->ac == NULL) {
 
         /* while a reconnect is planned, requests do not hammer Redis */
@@ -112,21 +162,109 @@ ngx_tiktok_reports_node_command(ngx_tiktok_reports_node_t *node,
         }
     }
 
-    if (redisAsyncCommandArgv(node->ac, fn, data, argc, argv, argvlen)
-        != REDIS_OK)
-    {
+    bytes = 0;
+
+    for (i = 0; i < argc; i++) {
+        bytes += argvlen[i];
+    }
+
+    /* the slot first: a command hiredis took must be accounted for */
+    if (ngx_tiktok_reports_node_push(node, timeout, bytes) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    if (node->pending++ == 0) {
-        node->last_reply = ngx_current_msec;
+    if (redisAsyncCommandArgv(node->ac, fn, data, argc, argv, argvlen)
+        != REDIS_OK)
+    {
+        /* the newest slot is the one just taken */
+        node->pending--;
+        node->pending_bytes -= bytes;
+        return NGX_ERROR;
     }
 
-    if (!node->watchdog.timer_set) {
-        ngx_add_timer(&node->watchdog, node->conf->timeout);
+    /* a shorter timeout than the one the watchdog runs for brings it on */
+    if (timeout == 0) {
+        timeout = node->conf->timeout;
+    }
+
+    if (!node->watchdog.timer_set
+        || (ngx_msec_int_t) (node->watchdog.timer.key - ngx_current_msec)
+           > (ngx_msec_int_t) timeout)
+    {
+        ngx_add_timer(&node->watchdog, timeout);
     }
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_tiktok_reports_node_push(ngx_tiktok_reports_node_t *node,
+    ngx_msec_t timeout, size_t bytes)
+{
+    ngx_uint_t                      i, size;
+    ngx_tiktok_reports_node_cmd_t  *ring, *cmd;
+
+    if (node->pending == node->ring_size) {
+        size = node->ring_size ? node->ring_size * 2
+                               : NGX_TIKTOK_REPORTS_RING_MIN;
+
+        ring = ngx_alloc(size * sizeof(ngx_tiktok_reports_node_cmd_t),
+                         node->log);
+        if (ring == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < node->pending; i++) {
+            ring[i] = node->ring[(node->head + i) % node->ring_size];
+        }
+
+        if (node->ring) {
+            ngx_free(node->ring);
+        }
+
+        node->ring = ring;
+        node->ring_size = size;
+        node->head = 0;
+    }
+
+    cmd = &node->ring[(node->head + node->pending) % node->ring_size];
+    cmd->sent = ngx_current_msec;
+    cmd->timeout = timeout;
+    cmd->bytes = bytes;
+
+    node->pending++;
+    node->pending_bytes += bytes;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_tiktok_reports_node_pop(ngx_tiktok_reports_node_t *node)
+{
+    if (node->pending == 0) {
+        return;
+    }
+
+    node->pending_bytes -= node->ring[node->head].bytes;
+    node->head = (node->head + 1) % node->ring_size;
+
+    if (--node->pending == 0) {
+        node->busy_logged = 0;
+    }
+}
+
+
+/* the connection is gone, and what was outstanding on it with it */
+
+static void
+ngx_tiktok_reports_node_forget(ngx_tiktok_reports_node_t *node)
+{
+    node->pending = 0;
+    node->pending_bytes = 0;
+    node->head = 0;
+    node->busy_logged = 0;
 }
 
 
@@ -148,11 +286,10 @@ ngx_tiktok_reports_node_replied(redisAsyncContext *ac, void *reply)
         return NULL;
     }
 
-    if (node->pending) {
-        node->pending--;
+    /* a context already forgotten (the watchdog) has nothing in the ring */
+    if (ac == node->ac) {
+        ngx_tiktok_reports_node_pop(node);
     }
-
-    node->last_reply = ngx_current_msec;
 
     return node->handshake_failed ? NULL : reply;
 }
@@ -200,7 +337,7 @@ ngx_tiktok_reports_node_connect(ngx_tiktok_reports_node_t *node)
     ac->data = node;
     node->ac = ac;
     node->handshake_failed = 0;
-    node->pending = 0;
+    ngx_tiktok_reports_node_forget(node);
 
     redisAsyncSetConnectCallback(ac, ngx_tiktok_reports_node_connected);
     redisAsyncSetDisconnectCallback(ac, ngx_tiktok_reports_node_disconnected);
@@ -226,7 +363,7 @@ ngx_tiktok_reports_node_connect(ngx_tiktok_reports_node_t *node)
 
         if (ngx_tiktok_reports_node_command(node,
                                             ngx_tiktok_reports_node_handshake,
-                                            "AUTH", n, argv, argvlen)
+                                            "AUTH", 0, n, argv, argvlen)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -241,7 +378,7 @@ ngx_tiktok_reports_node_connect(ngx_tiktok_reports_node_t *node)
 
         if (ngx_tiktok_reports_node_command(node,
                                             ngx_tiktok_reports_node_handshake,
-                                            "SELECT", 2, argv, argvlen)
+                                            "SELECT", 0, 2, argv, argvlen)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -257,7 +394,7 @@ ngx_tiktok_reports_node_connect(ngx_tiktok_reports_node_t *node)
 
     if (ngx_tiktok_reports_node_command(node,
                                         ngx_tiktok_reports_node_handshake,
-                                        "SCRIPT LOAD", 3, argv, argvlen)
+                                        "SCRIPT LOAD", 0, 3, argv, argvlen)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -369,7 +506,7 @@ ngx_tiktok_reports_node_lost(ngx_tiktok_reports_node_t *node)
     ngx_tiktok_reports_metrics_connected(node->index, 0);
 
     node->ac = NULL;
-    node->pending = 0;
+    ngx_tiktok_reports_node_forget(node);
 
     if (node->watchdog.timer_set) {
         ngx_del_timer(&node->watchdog);
@@ -388,15 +525,19 @@ ngx_tiktok_reports_node_lost(ngx_tiktok_reports_node_t *node)
 
 
 /*
- * Replies are answered in order, so if the oldest command has waited a whole
- * timeout without any reply, Redis is stuck or gone: drop the connection, so
- * that every waiting request gets its 503 and the queue does not grow.
+ * Replies come in order, so the oldest command outstanding tells how far
+ * behind Redis is.  Once it has waited longer than any request waiting on
+ * this connection would wait, Redis is stuck or far too slow: drop the
+ * connection, so that every waiting request gets its 503 now, and a new
+ * connection starts without the backlog.  A reply now and then does not
+ * keep a backlog alive; each location keeps its own timeout.
  */
 
 static void
 ngx_tiktok_reports_node_watchdog(ngx_event_t *ev)
 {
-    ngx_msec_t                  waited;
+    ngx_uint_t                  i;
+    ngx_msec_t                  waited, limit, t;
     redisAsyncContext          *ac;
     ngx_tiktok_reports_node_t  *node;
 
@@ -406,10 +547,25 @@ ngx_tiktok_reports_node_watchdog(ngx_event_t *ev)
         return;
     }
 
-    waited = ngx_current_msec - node->last_reply;
+    /* the longest a request waiting here waits; the handshake's own bound */
+    limit = 0;
 
-    if (waited < node->conf->timeout) {
-        ngx_add_timer(&node->watchdog, node->conf->timeout - waited);
+    for (i = 0; i < node->pending; i++) {
+        t = node->ring[(node->head + i) % node->ring_size].timeout;
+
+        if (t > limit) {
+            limit = t;
+        }
+    }
+
+    if (limit == 0) {
+        limit = node->conf->timeout;
+    }
+
+    waited = ngx_current_msec - node->ring[node->head].sent;
+
+    if (waited < limit) {
+        ngx_add_timer(&node->watchdog, limit - waited);
         return;
     }
 
@@ -421,8 +577,6 @@ ngx_tiktok_reports_node_watchdog(ngx_event_t *ev)
 
     /* callbacks now run with a NULL reply; ac->data is still the node */
     redisAsyncFree(ac);
-
-    node->pending = 0;
 }
 
 

@@ -145,6 +145,7 @@ typedef struct {
     ngx_uint_t                        *indices;    /* each report's */
     ngx_uint_t                         n;          /* reports in the call */
     ngx_msec_t                         sent;       /* us, for the RTT */
+    ngx_msec_t                         timeout;    /* the owner's */
     int                                argc;
     unsigned                           retried:1;  /* sent again as EVAL */
     unsigned                           raw:1;      /* not a transition */
@@ -220,7 +221,11 @@ ngx_tiktok_reports_store_get(ngx_conf_t *cf,
             && ngx_tiktok_reports_store_same(&store->conf.password,
                                              &conf->password))
         {
-            if (conf->timeout < store->conf.timeout) {
+            /*
+             * each request waits as long as its own location says; the
+             * connection's handshake is bounded by the longest of them
+             */
+            if (conf->timeout > store->conf.timeout) {
                 store->conf.timeout = conf->timeout;
             }
 
@@ -322,7 +327,8 @@ ngx_tiktok_reports_store_send(ngx_tiktok_reports_store_cmd_t *cmd, int argc,
 
     if (ngx_tiktok_reports_node_command(cmd->node,
                                         ngx_tiktok_reports_store_reply,
-                                        cmd, argc, argv, argvlen)
+                                        cmd, cmd->timeout, argc, argv,
+                                        argvlen)
         != NGX_OK)
     {
         /* no connection to send on */
@@ -523,8 +529,28 @@ ngx_tiktok_reports_store_report(ngx_tiktok_reports_store_cmd_t *cmd,
 
 
 ngx_int_t
+ngx_tiktok_reports_store_admit(ngx_tiktok_reports_store_t *store,
+    ngx_tiktok_reports_redis_limits_t *limits, ngx_uint_t commands,
+    size_t bytes)
+{
+    if (ngx_tiktok_reports_node_admit(
+                             ngx_tiktok_reports_store_node(store, NULL, 0),
+                             limits, commands, bytes)
+        == NGX_OK)
+    {
+        return NGX_OK;
+    }
+
+    ngx_tiktok_reports_metrics_redis_busy();
+
+    return NGX_BUSY;
+}
+
+
+ngx_int_t
 ngx_tiktok_reports_store_transitions(ngx_tiktok_reports_store_t *store,
-    ngx_tiktok_reports_store_opts_t *opts, int64_t now,
+    ngx_tiktok_reports_store_opts_t *opts,
+    ngx_tiktok_reports_redis_limits_t *limits, int64_t now,
     ngx_tiktok_reports_result_t *res, size_t n,
     ngx_tiktok_reports_store_done_pt done, void *data, size_t *sent)
 {
@@ -534,6 +560,32 @@ ngx_tiktok_reports_store_transitions(ngx_tiktok_reports_store_t *store,
     ngx_tiktok_reports_store_cmd_t  *cmd;
 
     *sent = 0;
+
+    /* all or nothing: a body is refused before its first call goes out */
+
+    count = 0;
+    size = 0;
+
+    for (i = 0; i < n; i++) {
+        if (res[i].error == NULL) {
+            size += ngx_tiktok_reports_store_report_size(opts, &res[i]);
+            count++;
+        }
+    }
+
+    if (count == 0) {
+        return NGX_OK;
+    }
+
+    if (ngx_tiktok_reports_store_admit(store, limits,
+                                       (count + NGX_TIKTOK_REPORTS_BATCH - 1)
+                                       / NGX_TIKTOK_REPORTS_BATCH,
+                                       size)
+        != NGX_OK)
+    {
+        return NGX_BUSY;
+    }
+
     i = 0;
 
     for ( ;; ) {
@@ -584,6 +636,7 @@ ngx_tiktok_reports_store_transitions(ngx_tiktok_reports_store_t *store,
         cmd->n = count;
         cmd->done = done;
         cmd->data = data;
+        cmd->timeout = limits->timeout;
         cmd->index = 0;
         cmd->retried = 0;
         cmd->raw = 0;
@@ -659,8 +712,8 @@ ngx_tiktok_reports_store_transitions(ngx_tiktok_reports_store_t *store,
 ngx_int_t
 ngx_tiktok_reports_store_command(ngx_tiktok_reports_store_t *store,
     u_char *key, size_t key_len, ngx_tiktok_reports_store_done_pt done,
-    void *data, ngx_uint_t index, int argc, const char **argv,
-    const size_t *argvlen)
+    void *data, ngx_uint_t index, ngx_msec_t timeout, int argc,
+    const char **argv, const size_t *argvlen)
 {
     ngx_tiktok_reports_store_cmd_t  *cmd;
 
@@ -672,6 +725,7 @@ ngx_tiktok_reports_store_command(ngx_tiktok_reports_store_t *store,
     cmd->node = ngx_tiktok_reports_store_node(store, key, key_len);
     cmd->done = done;
     cmd->data = data;
+    cmd->timeout = timeout;
     cmd->index = index;
     cmd->indices = NULL;
     cmd->n = 1;

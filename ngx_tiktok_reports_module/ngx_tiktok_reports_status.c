@@ -492,6 +492,23 @@ ngx_tiktok_reports_status_lookup(ngx_http_request_t *r, ngx_array_t *ids,
 
     id = lk->ids;
 
+    /* all or nothing: no half of a batch goes out on a full connection */
+
+    len = 0;
+
+    for (i = 0; i < lk->n; i++) {
+        len += sizeof("HGETALL") - 1 + tlcf->key_prefix.len
+               + sizeof("msg:{}") - 1 + id[i].len;
+    }
+
+    if (ngx_tiktok_reports_store_admit(tlcf->store, &tlcf->limits, lk->n,
+                                       len)
+        != NGX_OK)
+    {
+        w->failed = 1;
+        return ngx_tiktok_reports_wait_start(w, tlcf->limits.timeout);
+    }
+
     for (i = 0; i < lk->n; i++) {
         len = tlcf->key_prefix.len + sizeof("msg:{}") - 1 + id[i].len;
 
@@ -514,7 +531,8 @@ ngx_tiktok_reports_status_lookup(ngx_http_request_t *r, ngx_array_t *ids,
 
         if (ngx_tiktok_reports_store_command(tlcf->store, key, len,
                                              ngx_tiktok_reports_status_done,
-                                             w, i, 2, argv, argvlen)
+                                             w, i, tlcf->limits.timeout, 2,
+                                             argv, argvlen)
             != NGX_OK)
         {
             w->failed = 1;
@@ -524,7 +542,7 @@ ngx_tiktok_reports_status_lookup(ngx_http_request_t *r, ngx_array_t *ids,
         w->outstanding++;
     }
 
-    return ngx_tiktok_reports_wait_start(w, tlcf->redis_timeout);
+    return ngx_tiktok_reports_wait_start(w, tlcf->limits.timeout);
 }
 
 
