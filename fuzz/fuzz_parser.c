@@ -1,7 +1,8 @@
 /*
  * libFuzzer target: the report parser over arbitrary bytes, fed in two
  * chunks split where the first input byte says, with and without keeping
- * the raw reports.  Every result must be consistent with what it claims.
+ * the raw reports, with no limit on the number of results or one of 1-3.
+ * Every result must be consistent with what it claims.
  */
 
 #include <stdlib.h>
@@ -55,7 +56,8 @@ arena_free(arena_t *a)
 
 
 static void
-run(const unsigned char *data, size_t size, size_t split, int keep)
+run(const unsigned char *data, size_t size, size_t split, int keep,
+    size_t max)
 {
     int                           rc;
     size_t                        i, n;
@@ -71,6 +73,8 @@ run(const unsigned char *data, size_t size, size_t split, int keep)
         return;
     }
 
+    ngx_tiktok_reports_parser_set_max_results(p, max);
+
     rc = ngx_tiktok_reports_parser_feed(p, data, split);
     if (rc == 0) {
         rc = ngx_tiktok_reports_parser_feed(p, data + split, size - split);
@@ -80,12 +84,20 @@ run(const unsigned char *data, size_t size, size_t split, int keep)
     }
 
     if (rc != 0) {
-        if (strlen(ngx_tiktok_reports_parser_error(p)) == 0) {
+        if (strlen(ngx_tiktok_reports_parser_error(p)) == 0
+            || (rc == NGX_TIKTOK_REPORTS_PARSER_TOO_MANY && max == 0)
+            || (rc != NGX_TIKTOK_REPORTS_PARSER_TOO_MANY && rc != -1)
+            || ngx_tiktok_reports_parser_finish(p) != rc)
+        {
             abort();
         }
 
     } else {
         res = ngx_tiktok_reports_parser_results(p, &n);
+
+        if (max && n > max) {
+            abort();
+        }
 
         for (i = 0; i < n; i++) {
             if (res[i].error == NULL) {
@@ -132,13 +144,14 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     size_t  split;
 
     if (size == 0) {
-        run(data, 0, 0, 0);
+        run(data, 0, 0, 0, 0);
         return 0;
     }
 
     split = data[0] % size;
 
-    run(data + 1, size - 1, split > size - 1 ? size - 1 : split, data[0] & 1);
+    run(data + 1, size - 1, split > size - 1 ? size - 1 : split, data[0] & 1,
+        (data[0] >> 1) & 3);
 
     return 0;
 }

@@ -40,6 +40,8 @@ static char *ngx_tiktok_reports_signature(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_tiktok_reports_secret_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_tiktok_reports_positive(ngx_conf_t *cf, void *post,
+    void *data);
 static ngx_int_t ngx_tiktok_reports_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_tiktok_reports_init_process(ngx_cycle_t *cycle);
 static void ngx_tiktok_reports_exit_process(ngx_cycle_t *cycle);
@@ -67,6 +69,10 @@ static ngx_conf_num_bounds_t  ngx_tiktok_reports_db_bounds = {
 
 static ngx_conf_num_bounds_t  ngx_tiktok_reports_maxlen_bounds = {
     ngx_conf_check_num_bounds, 0, NGX_MAX_INT32_VALUE
+};
+
+static ngx_conf_post_t  ngx_tiktok_reports_positive_post = {
+    ngx_tiktok_reports_positive
 };
 
 
@@ -134,6 +140,13 @@ static ngx_command_t  ngx_tiktok_reports_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_tiktok_reports_loc_conf_t, stream_maxlen),
       &ngx_tiktok_reports_maxlen_bounds },
+
+    { ngx_string("tiktok_reports_max_results"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_tiktok_reports_loc_conf_t, max_results),
+      &ngx_tiktok_reports_positive_post },
 
     { ngx_string("tiktok_reports_webhook"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
@@ -276,6 +289,7 @@ ngx_tiktok_reports_create_loc_conf(ngx_conf_t *cf)
     conf->ttl = NGX_CONF_UNSET;
     conf->keep_reports = NGX_CONF_UNSET;
     conf->stream_maxlen = NGX_CONF_UNSET;
+    conf->max_results = NGX_CONF_UNSET;
     conf->tolerance = NGX_CONF_UNSET;
     conf->secrets = NGX_CONF_UNSET_PTR;
 
@@ -310,6 +324,7 @@ ngx_tiktok_reports_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_sec_value(conf->ttl, prev->ttl, 30 * 86400);
     ngx_conf_merge_value(conf->keep_reports, prev->keep_reports, 0);
     ngx_conf_merge_value(conf->stream_maxlen, prev->stream_maxlen, 1000000);
+    ngx_conf_merge_value(conf->max_results, prev->max_results, 10000);
     ngx_conf_merge_sec_value(conf->tolerance, prev->tolerance, 300);
     ngx_conf_merge_ptr_value(conf->secrets, prev->secrets, NULL);
 
@@ -845,6 +860,21 @@ ngx_tiktok_reports_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* a number of at least 1, refused with the directive's name otherwise */
+
+static char *
+ngx_tiktok_reports_positive(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_int_t  *np = data;
+
+    if (*np < 1) {
+        return "must be at least 1";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 static ngx_int_t
 ngx_tiktok_reports_postconfiguration(ngx_conf_t *cf)
 {
@@ -1182,4 +1212,47 @@ ngx_tiktok_reports_json_string(u_char *p, u_char *s, size_t len)
     *p++ = '"';
 
     return p;
+}
+
+
+/*
+ * Text that came with a request, made safe for a log line: printable ASCII
+ * is kept; '"', the backslash and every other byte (control characters,
+ * DEL, 0x80-0xff) become \xXX as in nginx's access log, so that no value
+ * can end the line or forge another.  A value that does not fit in size
+ * bytes is cut and ends with "...".
+ */
+
+size_t
+ngx_tiktok_reports_log_escape(u_char *dst, size_t size, u_char *src,
+    size_t len)
+{
+    u_char         *p, *last;
+    size_t          i, n;
+    static u_char   hex[] = "0123456789ABCDEF";
+
+    p = dst;
+    last = dst + size;
+
+    for (i = 0; i < len; i++) {
+        n = (src[i] < 0x20 || src[i] >= 0x7f || src[i] == '"'
+             || src[i] == '\\') ? 4 : 1;
+
+        /* room for this byte, and for "..." unless it is the last one */
+        if ((size_t) (last - p) < n + (i + 1 < len ? 3 : 0)) {
+            return ngx_cpymem(p, "...", 3) - dst;
+        }
+
+        if (n == 1) {
+            *p++ = src[i];
+            continue;
+        }
+
+        *p++ = '\\';
+        *p++ = 'x';
+        *p++ = hex[src[i] >> 4];
+        *p++ = hex[src[i] & 0xf];
+    }
+
+    return p - dst;
 }

@@ -80,6 +80,7 @@ typedef struct {
     time_t                          ttl;
     ngx_flag_t                      keep_reports;
     ngx_int_t                       stream_maxlen;
+    ngx_int_t                       max_results;
     time_t                          tolerance;
 
     ngx_uint_t                      sig_mode;
@@ -163,6 +164,10 @@ ngx_int_t ngx_tiktok_reports_send_not_allowed(ngx_http_request_t *r,
     char *allow);
 u_char *ngx_tiktok_reports_json_string(u_char *p, u_char *s, size_t len);
 size_t ngx_tiktok_reports_json_string_len(u_char *s, size_t len);
+
+/* request-derived text for a log line, into dst (size >= 3); its length */
+size_t ngx_tiktok_reports_log_escape(u_char *dst, size_t size, u_char *src,
+    size_t len);
 
 
 #endif /* _NGX_TIKTOK_REPORTS_MODULE_H_INCLUDED_ */

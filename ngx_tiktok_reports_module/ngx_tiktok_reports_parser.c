@@ -85,6 +85,7 @@ struct ngx_tiktok_reports_parser_s {
     ngx_tiktok_reports_result_t   *results;
     size_t                         nresults;
     size_t                         nalloc;
+    size_t                         max_results;    /* 0: no limit */
 
     /* the result object being read */
     ngx_tiktok_reports_result_t    cur;
@@ -100,6 +101,7 @@ struct ngx_tiktok_reports_parser_s {
 
     unsigned char                  keep_raw;
     unsigned char                  failed;
+    unsigned char                  too_many;
     unsigned char                  finished;
     unsigned char                  nonblank;
     unsigned char                  results_key;
@@ -176,6 +178,8 @@ static unsigned char *ngx_tiktok_reports_parser_escape(unsigned char *dst,
     const unsigned char *data, size_t len);
 static int ngx_tiktok_reports_parser_fail(ngx_tiktok_reports_parser_t *p,
     const char *error);
+static int ngx_tiktok_reports_parser_too_many(ngx_tiktok_reports_parser_t *p);
+static int ngx_tiktok_reports_parser_refused(ngx_tiktok_reports_parser_t *p);
 static int ngx_tiktok_reports_parser_json_error(
     ngx_tiktok_reports_parser_t *p, size_t at);
 static int ngx_tiktok_reports_parser_digits(const unsigned char *s,
@@ -243,6 +247,14 @@ ngx_tiktok_reports_parser_create(ngx_tiktok_reports_alloc_pt alloc,
 }
 
 
+void
+ngx_tiktok_reports_parser_set_max_results(ngx_tiktok_reports_parser_t *p,
+    size_t max)
+{
+    p->max_results = max;
+}
+
+
 int
 ngx_tiktok_reports_parser_feed(ngx_tiktok_reports_parser_t *p,
     const unsigned char *data, size_t len)
@@ -251,7 +263,7 @@ ngx_tiktok_reports_parser_feed(ngx_tiktok_reports_parser_t *p,
     yajl_status  st;
 
     if (p->failed) {
-        return -1;
+        return ngx_tiktok_reports_parser_refused(p);
     }
 
     if (p->yajl == NULL || p->finished) {
@@ -294,7 +306,7 @@ ngx_tiktok_reports_parser_finish(ngx_tiktok_reports_parser_t *p)
     yajl_status  st;
 
     if (p->failed) {
-        return -1;
+        return ngx_tiktok_reports_parser_refused(p);
     }
 
     if (p->finished) {
@@ -617,6 +629,11 @@ ngx_tiktok_reports_parser_value(ngx_tiktok_reports_parser_t *p, int type,
         case 2:
             if (!p->in_results) {
                 break;
+            }
+
+            /* counted as each starts: one too many is never read */
+            if (p->max_results && p->nresults == p->max_results) {
+                return ngx_tiktok_reports_parser_too_many(p);
             }
 
             if (type == NGX_TIKTOK_REPORTS_PARSER_MAP) {
@@ -1394,6 +1411,29 @@ ngx_tiktok_reports_parser_fail(ngx_tiktok_reports_parser_t *p,
 
 
 static int
+ngx_tiktok_reports_parser_too_many(ngx_tiktok_reports_parser_t *p)
+{
+    if (!p->failed) {
+        p->failed = 1;
+        p->too_many = 1;
+        snprintf(p->error, NGX_TIKTOK_REPORTS_PARSER_ERRLEN,
+                 "more than %zu results", p->max_results);
+    }
+
+    return 0;
+}
+
+
+/* what feed() and finish() return once the body is refused */
+
+static int
+ngx_tiktok_reports_parser_refused(ngx_tiktok_reports_parser_t *p)
+{
+    return p->too_many ? NGX_TIKTOK_REPORTS_PARSER_TOO_MANY : -1;
+}
+
+
+static int
 ngx_tiktok_reports_parser_json_error(ngx_tiktok_reports_parser_t *p,
     size_t at)
 {
@@ -1402,7 +1442,7 @@ ngx_tiktok_reports_parser_json_error(ngx_tiktok_reports_parser_t *p,
 
     if (p->failed) {
         /* a callback refused the body and said why */
-        return -1;
+        return ngx_tiktok_reports_parser_refused(p);
     }
 
     p->failed = 1;

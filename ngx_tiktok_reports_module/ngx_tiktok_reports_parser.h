@@ -72,7 +72,21 @@ typedef struct ngx_tiktok_reports_parser_s  ngx_tiktok_reports_parser_t;
 ngx_tiktok_reports_parser_t *ngx_tiktok_reports_parser_create(
     ngx_tiktok_reports_alloc_pt alloc, void *ctx, int keep_raw);
 
-/* 0: fine so far; -1: the body is refused, see parser_error() */
+/*
+ * More than max results in the body is refused as soon as the next one
+ * starts, before it is read; 0 (the default): no limit.  Set it before the
+ * first feed.
+ */
+void ngx_tiktok_reports_parser_set_max_results(
+    ngx_tiktok_reports_parser_t *p, size_t max);
+
+/*
+ * 0: fine so far; -1: the body is refused, see parser_error();
+ * NGX_TIKTOK_REPORTS_PARSER_TOO_MANY: refused for its number of results.
+ * Once refused, every later call returns the same.
+ */
+#define NGX_TIKTOK_REPORTS_PARSER_TOO_MANY  (-2)
+
 int ngx_tiktok_reports_parser_feed(ngx_tiktok_reports_parser_t *p,
     const unsigned char *data, size_t len);
 int ngx_tiktok_reports_parser_finish(ngx_tiktok_reports_parser_t *p);

@@ -24,6 +24,10 @@
 #endif
 
 
+/* rejected results named in the one log line of a body */
+#define NGX_TIKTOK_REPORTS_REJECTED_SHOWN  3
+
+
 /* the answer's counts; in the request pool, touched only while it lives */
 
 typedef struct {
@@ -43,14 +47,19 @@ static ngx_int_t ngx_tiktok_reports_webhook_sig_chunk(void *data, u_char *p,
     size_t len);
 static ngx_int_t ngx_tiktok_reports_webhook_parse_chunk(void *data, u_char *p,
     size_t len);
+static ngx_int_t ngx_tiktok_reports_webhook_parsed(int rc);
+static ngx_int_t ngx_tiktok_reports_webhook_too_many(ngx_http_request_t *r,
+    ngx_tiktok_reports_loc_conf_t *tlcf);
 static ngx_table_elt_t *ngx_tiktok_reports_webhook_header(
     ngx_http_request_t *r, u_char *name, size_t len);
 static void *ngx_tiktok_reports_webhook_alloc(void *ctx, size_t size);
 static ngx_int_t ngx_tiktok_reports_webhook_store(ngx_http_request_t *r,
     ngx_tiktok_reports_loc_conf_t *tlcf, ngx_tiktok_reports_result_t *res,
     size_t n);
-static void ngx_tiktok_reports_webhook_rejected(ngx_http_request_t *r,
+static void ngx_tiktok_reports_webhook_rejected(
     ngx_tiktok_reports_result_t *res, size_t i);
+static void ngx_tiktok_reports_webhook_log_rejected(ngx_http_request_t *r,
+    ngx_tiktok_reports_batch_t *batch);
 static void ngx_tiktok_reports_webhook_done(void *data, ngx_uint_t index,
     ngx_int_t rc, redisReply *reply);
 static ngx_int_t ngx_tiktok_reports_webhook_answer(ngx_http_request_t *r,
@@ -144,6 +153,7 @@ static void
 ngx_tiktok_reports_webhook_body(ngx_http_request_t *r)
 {
     size_t                          n;
+    u_char                          text[256];
     ngx_int_t                       rc;
     const char                     *error;
     ngx_tiktok_reports_parser_t    *parser;
@@ -185,23 +195,38 @@ ngx_tiktok_reports_webhook_body(ngx_http_request_t *r)
         return;
     }
 
+    /* the parser stops at the first result past the limit (413) */
+    ngx_tiktok_reports_parser_set_max_results(parser,
+                                              (size_t) tlcf->max_results);
+
     rc = ngx_tiktok_reports_body_each(r,
                                         ngx_tiktok_reports_webhook_parse_chunk,
                                         parser);
 
-    if (rc == NGX_OK && ngx_tiktok_reports_parser_finish(parser) != 0) {
-        rc = NGX_DECLINED;
+    if (rc == NGX_OK) {
+        rc = ngx_tiktok_reports_webhook_parsed(
+                                   ngx_tiktok_reports_parser_finish(parser));
     }
 
     if (rc != NGX_OK) {
-        if (rc == NGX_DECLINED) {
+        if (rc == NGX_DECLINED || rc == NGX_ABORT) {
             error = ngx_tiktok_reports_parser_error(parser);
 
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "tiktok_reports: webhook body refused: %s", error);
+            n = ngx_tiktok_reports_log_escape(text, sizeof(text),
+                                              (u_char *) error,
+                                              ngx_strlen(error));
 
-            rc = ngx_tiktok_reports_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                               error);
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "tiktok_reports: webhook body refused: %*s",
+                          n, text);
+
+            if (rc == NGX_ABORT) {
+                rc = ngx_tiktok_reports_webhook_too_many(r, tlcf);
+
+            } else {
+                rc = ngx_tiktok_reports_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                                   error);
+            }
 
         } else {
             rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -351,8 +376,43 @@ ngx_tiktok_reports_webhook_sig_chunk(void *data, u_char *p, size_t len)
 static ngx_int_t
 ngx_tiktok_reports_webhook_parse_chunk(void *data, u_char *p, size_t len)
 {
-    return ngx_tiktok_reports_parser_feed(data, p, len) == 0 ? NGX_OK
-                                                              : NGX_DECLINED;
+    return ngx_tiktok_reports_webhook_parsed(
+                                ngx_tiktok_reports_parser_feed(data, p, len));
+}
+
+
+/* the parser's answer: NGX_OK, NGX_DECLINED (400) or NGX_ABORT (413) */
+
+static ngx_int_t
+ngx_tiktok_reports_webhook_parsed(int rc)
+{
+    if (rc == 0) {
+        return NGX_OK;
+    }
+
+    return rc == NGX_TIKTOK_REPORTS_PARSER_TOO_MANY ? NGX_ABORT
+                                                    : NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_tiktok_reports_webhook_too_many(ngx_http_request_t *r,
+    ngx_tiktok_reports_loc_conf_t *tlcf)
+{
+    u_char  *body, *p;
+
+    body = ngx_pnalloc(r->pool,
+                       sizeof("{\"error\":\"too many results\",\"max\":}") - 1
+                       + NGX_INT_T_LEN);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_sprintf(body, "{\"error\":\"too many results\",\"max\":%i}",
+                    tlcf->max_results);
+
+    return ngx_tiktok_reports_send_json(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                        body, p - body);
 }
 
 
@@ -426,7 +486,7 @@ ngx_tiktok_reports_webhook_store(ngx_http_request_t *r,
 
     for (i = 0; i < n; i++) {
         if (res[i].error) {
-            ngx_tiktok_reports_webhook_rejected(r, res, i);
+            ngx_tiktok_reports_webhook_rejected(res, i);
         }
     }
 
@@ -446,20 +506,72 @@ ngx_tiktok_reports_webhook_store(ngx_http_request_t *r,
 }
 
 
-/* a result that is not stored: counted and logged, listed in the answer */
+/*
+ * A result that is not stored: counted here, listed in the answer, and
+ * logged with the others of its body in one line when the answer is built.
+ */
 
 static void
-ngx_tiktok_reports_webhook_rejected(ngx_http_request_t *r,
-    ngx_tiktok_reports_result_t *res, size_t i)
+ngx_tiktok_reports_webhook_rejected(ngx_tiktok_reports_result_t *res,
+    size_t i)
 {
     ngx_tiktok_reports_metrics_result(res[i].kind,
                                       NGX_TIKTOK_REPORTS_REJECTED);
+}
+
+
+/*
+ * One line per body however many results it has rejected: their number and
+ * the first few, so that a body of thousands cannot flood the log.
+ */
+
+static void
+ngx_tiktok_reports_webhook_log_rejected(ngx_http_request_t *r,
+    ngx_tiktok_reports_batch_t *batch)
+{
+    size_t                        i, n, len;
+    u_char                       *p, *last;
+    u_char                        line[512], id[80];
+    ngx_tiktok_reports_result_t  *res;
+
+    res = batch->results;
+
+    n = 0;
+    p = line;
+    last = line + sizeof(line);
+
+    for (i = 0; i < batch->nresults; i++) {
+        if (res[i].error == NULL) {
+            continue;
+        }
+
+        if (++n > NGX_TIKTOK_REPORTS_REJECTED_SHOWN) {
+            continue;
+        }
+
+        p = ngx_slprintf(p, last, "%s result %uz: %s",
+                         n > 1 ? ";" : "", i, res[i].error);
+
+        if (res[i].message_id.len) {
+            len = ngx_tiktok_reports_log_escape(id, sizeof(id),
+                                                res[i].message_id.data,
+                                                res[i].message_id.len);
+
+            p = ngx_slprintf(p, last, ", messageId \"%*s\"", len, id);
+        }
+    }
+
+    if (n == 0) {
+        return;
+    }
+
+    if (n > NGX_TIKTOK_REPORTS_REJECTED_SHOWN) {
+        p = ngx_slprintf(p, last, "; ...");
+    }
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                  "tiktok_reports: result %uz rejected: %s%s%*s",
-                  i, res[i].error,
-                  res[i].message_id.len ? ", messageId " : "",
-                  res[i].message_id.len, res[i].message_id.data);
+                  "tiktok_reports: %uz of %uz results rejected:%*s",
+                  n, batch->nresults, (size_t) (p - line), line);
 }
 
 
@@ -487,8 +599,7 @@ ngx_tiktok_reports_webhook_done(void *data, ngx_uint_t index, ngx_int_t rc,
             /* listed in "rejected" by the answer, like a parser refusal */
             batch->results[index].error =
                                        "the message's Redis key is not a hash";
-            ngx_tiktok_reports_webhook_rejected(w->request, batch->results,
-                                                index);
+            ngx_tiktok_reports_webhook_rejected(batch->results, index);
         }
     }
 
@@ -505,13 +616,16 @@ ngx_tiktok_reports_webhook_answer(ngx_http_request_t *r,
     ngx_tiktok_reports_batch_t   *batch;
     ngx_tiktok_reports_result_t  *res;
 
+    batch = w->data;
+    res = batch->results;
+
+    /* the parser's refusals and those of Redis's replies that came */
+    ngx_tiktok_reports_webhook_log_rejected(r, batch);
+
     if (w->failed) {
         return ngx_tiktok_reports_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                              "status store unavailable");
     }
-
-    batch = w->data;
-    res = batch->results;
 
     len = sizeof("{\"accepted\":,\"duplicates\":,\"rejected\":[]}") - 1
           + 2 * NGX_INT_T_LEN;

@@ -383,9 +383,9 @@ run_cases($t,
     my $log = $t->error_log;
     like($log, qr/\[warn\].*webhook refused: invalid signature/,
          'a bad signature is logged as a warning');
-    like($log, qr/\[warn\].*result 1 rejected: missing messageId/,
-         'a rejected result is logged with its index and reason');
-    like($log, qr/rejected: neither a delivery nor a seen report, messageId neither-1/,
+    like($log, qr/\[warn\].*: 3 of 5 results rejected: result 1: missing messageId; result 3: missing messageId; result 4: result is not an object, client/,
+         'rejected results are logged in one line with indexes and reasons');
+    like($log, qr/1 of 1 results rejected: result 0: neither a delivery nor a seen report, messageId "neither-1"/,
          'a rejected result is logged with its messageId');
     like($log, qr/webhook body refused: no results array/, 'a refused body is logged');
     unlike($log, qr/current-secret|previous-secret|s3cr3t|whsec_/, 'no secret in the log');

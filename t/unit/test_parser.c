@@ -55,6 +55,9 @@ typedef struct {
 static int  tests;
 static int  failures;
 
+/* what run_body() gives set_max_results(); 0: no limit */
+static size_t  run_max;
+
 
 static int
 ok(int cond, const char *fmt, ...)
@@ -199,6 +202,8 @@ run_body(run_t *r, const char *body, size_t len, int keep_raw, int mode,
 
     r->created = 1;
     r->rc = 0;
+
+    ngx_tiktok_reports_parser_set_max_results(p, run_max);
 
     switch (mode) {
 
@@ -1750,6 +1755,147 @@ test_splits(void)
 }
 
 
+/* a body of n results "0", or of n seen reports */
+
+static char *
+results_body(size_t n, int objects, size_t *len)
+{
+    char    *body, *b;
+    size_t   i;
+
+    body = malloc(n * 64 + 64);
+    if (body == NULL) {
+        abort();
+    }
+
+    b = body + sprintf(body, "{\"results\":[");
+
+    for (i = 0; i < n; i++) {
+        if (objects) {
+            b += sprintf(b, "%s{\"messageId\":\"m-%zu\",\"seenAt\":\"s\"}",
+                         i ? "," : "", i);
+
+        } else {
+            b += sprintf(b, "%s0", i ? "," : "");
+        }
+    }
+
+    b += sprintf(b, "]}");
+    *len = b - body;
+
+    return body;
+}
+
+
+static void
+test_max_results(void)
+{
+    int                           same;
+    char                         *body;
+    size_t                        len, k, n;
+    run_t                         a, b;
+    pool_t                        pool;
+    ngx_tiktok_reports_parser_t  *p;
+
+    run_max = 3;
+
+    body = results_body(3, 1, &len);
+    run_body(&a, body, len, 1, WHOLE, 0, -1, 1);
+    ok(a.rc == 0 && a.n == 3, "max 3: three results pass");
+    run_free(&a);
+    free(body);
+
+    body = results_body(4, 1, &len);
+    run_body(&a, body, len, 0, WHOLE, 0, -1, 1);
+
+    if (!ok(a.rc == NGX_TIKTOK_REPORTS_PARSER_TOO_MANY
+            && strcmp(a.error, "more than 3 results") == 0 && a.n == 0,
+            "max 3: four results are refused as too many"))
+    {
+        diag("got rc %d \"%s\" n %zu", a.rc, a.error, a.n);
+    }
+
+    same = 1;
+
+    for (k = 0; k <= len; k++) {
+        run_body(&b, body, len, 1, SPLIT, k, -1, 1);
+        same = same && run_eq(&a, &b);
+        run_free(&b);
+    }
+
+    run_body(&b, body, len, 1, BYTES, 0, -1, 1);
+    same = same && run_eq(&a, &b);
+    run_free(&b);
+
+    ok(same, "max 3: the same refusal however the body is split");
+    run_free(&a);
+    free(body);
+
+    /* refused when the fourth starts: what follows is never read */
+
+    parse(&a, "{\"results\":[0,0,0,0,x", 0);
+    ok(a.rc == NGX_TIKTOK_REPORTS_PARSER_TOO_MANY,
+       "max 3: invalid JSON after the limit: too many");
+    run_free(&a);
+
+    parse(&a, "{\"results\":[0,0,0,{", 0);
+    ok(a.rc == NGX_TIKTOK_REPORTS_PARSER_TOO_MANY,
+       "max 3: a fourth result only begun: too many");
+    run_free(&a);
+
+    parse(&a, "{\"results\":[0,0,x", 0);
+    ok(a.rc == -1 && strncmp(a.error, "invalid JSON", 12) == 0,
+       "max 3: invalid JSON before the limit: invalid");
+    run_free(&a);
+
+    parse(&a, "{\"results\":[0,0,0],\"results\":[0,0,0],"
+              "\"x\":[0,0,0,0,0,{\"y\":[0,0,0,0]}]}", 0);
+    ok(a.rc == 0 && a.n == 3,
+       "max 3: each results array on its own, other arrays not counted");
+    run_free(&a);
+
+    /* after the refusal every call says the same */
+
+    pool_init(&pool, 1);
+    p = ngx_tiktok_reports_parser_create(pool_alloc, &pool, 0);
+    ngx_tiktok_reports_parser_set_max_results(p, 1);
+
+    ok(p != NULL
+       && ngx_tiktok_reports_parser_feed(p,
+                                   (const unsigned char *) "{\"results\":[0,",
+                                   14) == 0
+       && ngx_tiktok_reports_parser_feed(p, (const unsigned char *) "0]}", 3)
+          == NGX_TIKTOK_REPORTS_PARSER_TOO_MANY
+       && ngx_tiktok_reports_parser_feed(p, (const unsigned char *) "x", 1)
+          == NGX_TIKTOK_REPORTS_PARSER_TOO_MANY
+       && ngx_tiktok_reports_parser_finish(p)
+          == NGX_TIKTOK_REPORTS_PARSER_TOO_MANY
+       && ngx_tiktok_reports_parser_results(p, &n) == NULL && n == 0,
+       "max 1: refused at the second result, and from then on");
+
+    ngx_tiktok_reports_parser_free(p);
+    pool_free(&pool);
+
+    /* half a million results cost what the limit allows, not more */
+
+    run_max = 1000;
+
+    body = results_body(500000, 0, &len);
+    run_body(&a, body, len, 0, WHOLE, 0, -1, 1);
+    ok(a.rc == NGX_TIKTOK_REPORTS_PARSER_TOO_MANY && a.pool.count <= 12,
+       "max 1000: 500 000 results refused after %ld allocations",
+       a.pool.count);
+    run_free(&a);
+
+    run_max = 0;
+
+    run_body(&a, body, len, 0, WHOLE, 0, -1, 0);
+    ok(a.rc == 0 && a.n == 500000, "no limit: 500 000 results");
+    run_free(&a);
+    free(body);
+}
+
+
 int
 main(void)
 {
@@ -1766,6 +1912,7 @@ main(void)
     test_raw();
     test_deep();
     test_many();
+    test_max_results();
     test_huge_string();
     test_out_of_memory();
     test_parse_time();
