@@ -114,8 +114,15 @@ is(scalar @pids, 3, 'three workers');
 
 # a reload keeps the totals
 $t->reload_nginx;
-sleep 1;
-post(json_encode({ results => [ tiktok_dlr(id => 'after-reload') ] }));
+# the new workers, and only they, before the next request (slow under ASan)
+for (1 .. 100) {
+    my %old = map { $_ => 1 } @pids;
+    my @now = $t->worker_pids;
+    last if @now == 3 && !grep { $old{$_} } @now;
+    sleep 0.1;
+}
+my $after = post(json_encode({ results => [ tiktok_dlr(id => 'after-reload') ] }));
+is($after && $after->{status}, 200, 'a body after the reload is stored');
 ($m) = metrics();
 is($m->{'tiktok_reports_requests_total{location="webhook",code="200"}'}, 61,
    'totals survive a reload');
