@@ -90,16 +90,14 @@ ngx_tiktok_reports_node_close(ngx_tiktok_reports_node_t *node)
 
     ac = node->ac;
 
-    if (ac == NULL) {
-        return;
+    if (ac) {
+        node->ac = NULL;
+
+        /* pending callbacks run now with a NULL reply: requests get 503 */
+        ac->onDisconnect = NULL;
+        ac->data = NULL;
+        redisAsyncFree(ac);
     }
-
-    node->ac = NULL;
-
-    /* pending callbacks run now with a NULL reply: their requests get 503 */
-    ac->onDisconnect = NULL;
-    ac->data = NULL;
-    redisAsyncFree(ac);
 
     ngx_tiktok_reports_node_forget(node);
 
