@@ -23,6 +23,10 @@ like($deb, qr{/libnginx-mod-tiktok-reports_[^/]+_amd64\.deb$}, 'named like Debia
 
 my $info = `dpkg-deb -I $deb`;
 like($info, qr/Depends:.*nginx-abi-/, 'depends on the nginx ABI it was built for');
+# hiredis is linked in statically, so nchan's hiredis cannot replace it
+unlike($info, qr/Depends:.*libhiredis/, 'does not depend on the shared libhiredis');
+like($info, qr/^ Static-Built-Using: hiredis \(= [^)]+\)$/m,
+     'names the hiredis linked into it');
 my $files = `dpkg-deb -c $deb`;
 like($files, qr{usr/lib/nginx/modules/ngx_tiktok_reports_module\.so}, 'ships the module');
 like($files, qr{usr/share/nginx/modules-available/mod-tiktok-reports\.conf},
@@ -64,6 +68,14 @@ if (-e $default && !IO::Socket::INET->new(LocalAddr => '0.0.0.0', LocalPort => 8
     rename $default, "$default.tiktok-test" and $moved = 1;
 }
 
+# with nginx-extras, modules-enabled loads nchan (its own hiredis) and lua
+# next to ours: a worker crash would show in the system's error log
+my $elog = '/var/log/nginx/error.log';
+my $elog_size = -s $elog || 0;
+my @others = map { m{/\d+-mod-([^/]+)\.conf$} ? $1 : () }
+             glob('/etc/nginx/modules-enabled/*.conf');
+note("modules enabled: @others");
+
 $out = `nginx -t 2>&1`;
 is($?, 0, 'the system nginx accepts the site config') or diag $out;
 $out = `nginx 2>&1`;
@@ -80,6 +92,13 @@ is($res && $res->{body}, '{"accepted":1,"duplicates":0,"rejected":[]}',
 is($t->redis('HGET', 'tiktok:msg:{deb-1}', 'status'), 'DELIVERED', 'and stores in Redis');
 $res = $t->http(path => '/tiktok/status/deb-1');
 is($res->{status}, 200, 'and answers lookups');
+
+my @crashes;
+if (open my $lf, '<', $elog) {
+    seek $lf, $elog_size, 0;
+    @crashes = grep { /exited on signal/ } <$lf>;
+}
+is(scalar @crashes, 0, 'no worker of the system nginx crashed') or diag $crashes[0];
 
 system('nginx -s quit; sleep 0.5');
 unlink $site;

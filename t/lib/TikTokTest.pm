@@ -208,8 +208,11 @@ sub nginx_conf {
         s/%%DIR%%/$d/g;
     }
     my $main = $opt{main} || '';
+    # before: main-context lines ahead of our load_module (other modules first)
+    my $before = $opt{before} || '';
     my $listen = $opt{listen} || '';
     return <<"EOF";
+$before
 load_module $so;
 $user
 $main
