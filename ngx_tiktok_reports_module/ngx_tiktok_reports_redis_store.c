@@ -37,6 +37,14 @@
  * one report is refused instead of failing the call, or its body would be
  * retried forever; any other error fails the call.
  *
+ * Redis keeps what a script wrote before an error, and the retry would
+ * find those reports as duplicates whose changes never reached the feed.
+ * So what the writes depend on is checked before the first one: the TTL
+ * EXPIRE can take, the feed's type, the user's EXPIRE and XADD rights
+ * (Redis 7).  Redis itself refuses only a script's first write when out
+ * of memory, on a replica, short of replicas or unable to persist; here
+ * that is an HSET, after all checks.
+ *
  * The "dg" field keeps the group and instant of the report that holds the
  * delivery details, so that same-rank reports compare without parsing.
  * A timeline line starts with the event identity and a JSON-escaped
@@ -55,6 +63,26 @@ static char ngx_tiktok_reports_script[] =
 "end\n"
 "local now, ttl, maxlen = ARGV[1], ARGV[2], ARGV[3]\n"
 "if ARGV[4] ~= '' then redis.call('SELECT', ARGV[4]) end\n"
+"if ttl ~= '0' and (#ttl > 16 or #ttl == 16 and ttl > '9000000000000000')\n"
+"then\n"
+"  return redis.error_reply('ERR tiktok_reports_ttl is too large for EXPIRE')\n"
+"end\n"
+"if maxlen ~= '0' then\n"
+"  local t = redis.call('TYPE', KEYS[1])['ok']\n"
+"  if t ~= 'stream' and t ~= 'none' then\n"
+"    return redis.error_reply('WRONGTYPE the change feed holds a ' .. t\n"
+"                             .. ', not a stream')\n"
+"  end\n"
+"end\n"
+"local acl = redis.acl_check_cmd\n"
+"if acl then\n"
+"  if ttl ~= '0' and not acl('EXPIRE', KEYS[2]) then\n"
+"    return redis.error_reply('NOPERM the user may not EXPIRE message keys')\n"
+"  end\n"
+"  if maxlen ~= '0' and not acl('XADD', KEYS[1]) then\n"
+"    return redis.error_reply('NOPERM the user may not XADD to the feed')\n"
+"  end\n"
+"end\n"
 "local function transition(k, a)\n"
 "  local g = ARGV[a + 2]\n"
 "  local raw = ARGV[a + 7]\n"
@@ -747,8 +775,8 @@ ngx_tiktok_reports_store_command(ngx_tiktok_reports_store_t *store,
 
 /*
  * The owner learns every report's outcome; the last call may free "data",
- * so nothing of it is touched after.  A failed call fails all its reports:
- * some of them may have been stored, which the retry finds as duplicates.
+ * so nothing of it is touched after.  A failed call fails all its reports;
+ * it wrote none of them, but for what the script cannot check beforehand.
  */
 
 static void

@@ -159,23 +159,33 @@ ngx_tiktok_reports_status_args(ngx_http_request_t *r, ngx_array_t *ids,
 
 
 /*
- * The last part of the path as the client sent it, decoded here: nginx's
- * decoded $uri has already turned "%2F" into "/", and a messageId may
- * contain any byte.
+ * The last part of the path.  While the request line still holds the URI,
+ * it is taken from there and decoded here: nginx's decoded $uri has turned
+ * "%2F" into "/", and a messageId may contain any byte.  A rewrite (or an
+ * internal redirect) leaves only the decoded $uri, taken as it is: decoding
+ * it again would make an id's "%41" an "A".  An id with a "/" is then
+ * reached with "?id=".
  */
 
 static ngx_int_t
 ngx_tiktok_reports_status_path(ngx_http_request_t *r, ngx_array_t *ids,
     const char **err)
 {
-    u_char  *p, *last, *start;
+    u_char     *p, *last, *start;
+    ngx_str_t  *id;
 
-    p = r->unparsed_uri.data;
-    last = p + r->unparsed_uri.len;
+    if (r->valid_unparsed_uri) {
+        p = r->unparsed_uri.data;
+        last = p + r->unparsed_uri.len;
 
-    start = ngx_strlchr(p, last, '?');
-    if (start) {
-        last = start;
+        start = ngx_strlchr(p, last, '?');
+        if (start) {
+            last = start;
+        }
+
+    } else {
+        p = r->uri.data;
+        last = p + r->uri.len;
     }
 
     start = p;
@@ -190,8 +200,20 @@ ngx_tiktok_reports_status_path(ngx_http_request_t *r, ngx_array_t *ids,
         return NGX_DECLINED;
     }
 
-    return ngx_tiktok_reports_status_unescape(r, start, last - start, ids,
-                                              err);
+    if (r->valid_unparsed_uri) {
+        return ngx_tiktok_reports_status_unescape(r, start, last - start, ids,
+                                                  err);
+    }
+
+    id = ngx_array_push(ids);
+    if (id == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    id->data = start;
+    id->len = last - start;
+
+    return NGX_OK;
 }
 
 

@@ -247,6 +247,9 @@ sub _env {
             . 'log_path=' . $_[0]{dir} . '/asan';
         $env{UBSAN_OPTIONS} = 'print_stacktrace=1:log_path='
             . $_[0]{dir} . '/ubsan';
+        # full stacks, so that t/lsan.supp can name nginx's own leaks
+        $env{LSAN_OPTIONS} = "suppressions=$ROOT/t/lsan.supp:"
+            . 'print_suppressions=0:fast_unwind_on_malloc=0';
     }
     return \%env;
 }
