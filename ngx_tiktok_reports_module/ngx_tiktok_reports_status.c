@@ -46,6 +46,7 @@ static ngx_int_t ngx_tiktok_reports_status_args(ngx_http_request_t *r,
 static ngx_int_t ngx_tiktok_reports_status_path(ngx_http_request_t *r,
     ngx_array_t *ids, const char **err);
 static ngx_int_t ngx_tiktok_reports_status_unescape(ngx_http_request_t *r,
+    ngx_uint_t form,
     u_char *s, size_t len, ngx_array_t *ids, const char **err);
 static ngx_int_t ngx_tiktok_reports_status_lookup(ngx_http_request_t *r,
     ngx_array_t *ids, ngx_uint_t batch);
@@ -145,7 +146,8 @@ ngx_tiktok_reports_status_args(ngx_http_request_t *r, ngx_array_t *ids,
 
             v = p + 3;
 
-            rc = ngx_tiktok_reports_status_unescape(r, v, end - v, ids, err);
+            rc = ngx_tiktok_reports_status_unescape(r, 1, v, end - v, ids,
+                                                    err);
             if (rc != NGX_OK) {
                 return rc;
             }
@@ -201,8 +203,8 @@ ngx_tiktok_reports_status_path(ngx_http_request_t *r, ngx_array_t *ids,
     }
 
     if (r->valid_unparsed_uri) {
-        return ngx_tiktok_reports_status_unescape(r, start, last - start, ids,
-                                                  err);
+        return ngx_tiktok_reports_status_unescape(r, 0, start, last - start,
+                                                  ids, err);
     }
 
     id = ngx_array_push(ids);
@@ -217,11 +219,17 @@ ngx_tiktok_reports_status_path(ngx_http_request_t *r, ngx_array_t *ids,
 }
 
 
+/*
+ * A percent-encoded id; in the query string ("form"), "+" is a space as
+ * HTML forms and URL libraries send it, and "%2B" is a plus.
+ */
+
 static ngx_int_t
-ngx_tiktok_reports_status_unescape(ngx_http_request_t *r, u_char *s,
-    size_t len, ngx_array_t *ids, const char **err)
+ngx_tiktok_reports_status_unescape(ngx_http_request_t *r, ngx_uint_t form,
+    u_char *s, size_t len, ngx_array_t *ids, const char **err)
 {
     u_char     *dst, *src;
+    size_t      i;
     ngx_str_t  *id;
 
     if (len == 0) {
@@ -241,6 +249,15 @@ ngx_tiktok_reports_status_unescape(ngx_http_request_t *r, u_char *s,
 
     dst = id->data;
     src = s;
+
+    if (form) {
+        /* decoded in place: pluses first, so that "%2B" stays a plus */
+        for (i = 0; i < len; i++) {
+            dst[i] = (s[i] == '+') ? ' ' : s[i];
+        }
+
+        src = dst;
+    }
 
     ngx_unescape_uri(&dst, &src, len, 0);
 
