@@ -36,6 +36,8 @@ $t->start_nginx(server => <<"EOF");
         }
         location /st/ {
             client_body_buffer_size 64k;
+            # half of what 10 clients keep outstanding: some are refused
+            tiktok_reports_redis_max_outstanding 5000;
             tiktok_reports_status;
         }
         location = /small {
