@@ -59,7 +59,8 @@ my $snippet = `dpkg-deb --fsys-tarfile $deb | tar -xO ./usr/share/nginx/modules-
 is($snippet, "load_module modules/ngx_tiktok_reports_module.so;\n",
    'the snippet loads ngx_tiktok_reports_module.so');
 for my $doc (qw(directives.md.gz redis-schema.md.gz operations.md.gz CHANGES
-                changelog.gz copyright examples/nginx.conf)) {
+                changelog.gz copyright examples/nginx.conf examples/feed-consumer
+                examples/monitoring/alerts.yml examples/monitoring/dashboard.json)) {
     like($files, qr{ \./usr/share/doc/\Q$pkg\E/\Q$doc\E$}m, "ships $doc");
 }
 is(`zcat -f $root/build/deb/src/debian/$pkg/usr/share/doc/$pkg/changelog.gz | head -1`
