@@ -392,6 +392,8 @@ ngx_tiktok_reports_merge_store(ngx_conf_t *cf,
     ngx_memzero(&rc, sizeof(ngx_tiktok_reports_redis_conf_t));
 
     rc.name = u->url;
+    rc.sockaddr = u->addrs[0].sockaddr;
+    rc.socklen = u->addrs[0].socklen;
     rc.user = conf->redis_user;
     rc.password = conf->redis_password;
     rc.db = conf->redis_db;

@@ -33,6 +33,8 @@ typedef struct ngx_tiktok_reports_node_s   ngx_tiktok_reports_node_t;
 /* where a store connects; filled at configuration time, no DNS later */
 typedef struct {
     ngx_str_t                       name;       /* as configured, for logs */
+    struct sockaddr                *sockaddr;   /* resolved when read */
+    socklen_t                       socklen;
     ngx_str_t                       host;       /* IP text, NUL-terminated */
     ngx_int_t                       port;
     ngx_str_t                       path;       /* unix socket, or empty */

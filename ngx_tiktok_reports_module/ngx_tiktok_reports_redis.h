@@ -11,55 +11,99 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
+#include <ngx_event.h>
+#include <ngx_event_connect.h>
+
 #include <hiredis/hiredis.h>
-#include <hiredis/async.h>
 
 #include "ngx_tiktok_reports_module.h"
 
 
 /*
  * Three layers, each in its own file:
- *   adapter  hiredis's fd on nginx's event loop, nothing else;
- *   node     one connection: handshake, command watchdog, reconnect;
+ *   conn     one socket on nginx's connections: connect, send, read
+ *            replies (hiredis's reader), close once; I/O only;
+ *   node     one connection's commands: handshake, the queue of commands
+ *            and the replies to them, limits, watchdog, reconnect;
  *   store    the commands and the script, and which node serves a key
  *            (one node today; Redis Cluster makes that a set of nodes).
  */
 
 
-/* adapter (ngx_tiktok_reports_redis_adapter.c) */
-ngx_int_t ngx_tiktok_reports_redis_attach(redisAsyncContext *ac,
-    ngx_log_t *log);
+typedef struct ngx_tiktok_reports_conn_s  ngx_tiktok_reports_conn_t;
+
+
+/* conn (ngx_tiktok_reports_redis_conn.c) */
+struct ngx_tiktok_reports_conn_s {
+    ngx_peer_connection_t             peer;        /* connection: NULL closed */
+    redisReader                      *reader;
+
+    /* the node's: a reply (freed after), a failure, room to write */
+    void                             *data;
+    void                            (*reply)(void *data, redisReply *reply);
+    void                            (*failed)(void *data, const char *why);
+    void                            (*writable)(void *data);
+
+    unsigned                          connected:1;
+};
+
+
+ngx_int_t ngx_tiktok_reports_conn_open(ngx_tiktok_reports_conn_t *conn,
+    ngx_tiktok_reports_redis_conf_t *conf, ngx_log_t *log, ngx_err_t *err);
+ngx_int_t ngx_tiktok_reports_conn_send(ngx_tiktok_reports_conn_t *conn,
+    ngx_chain_t *out);
+void ngx_tiktok_reports_conn_close(ngx_tiktok_reports_conn_t *conn);
 
 
 /* node (ngx_tiktok_reports_redis_node.c) */
 
-/* a command sent and not yet answered; replies come in this order */
+/* a reply, or NULL: the command failed without one (connection lost) */
+typedef void (*ngx_tiktok_reports_node_reply_pt)(
+    ngx_tiktok_reports_node_t *node, redisReply *reply, void *data);
+
+/* whether anybody still waits for a command that was not sent yet */
+typedef ngx_uint_t (*ngx_tiktok_reports_node_wanted_pt)(void *data);
+
+
+/* a queued command; replies come in this order */
 typedef struct {
-    ngx_msec_t                        sent;
+    ngx_tiktok_reports_node_reply_pt  handler;
+    ngx_tiktok_reports_node_wanted_pt wanted;      /* NULL: always */
+    void                             *data;
+    u_char                           *buf;         /* the command, formatted */
+    size_t                            len;
+    ngx_msec_t                        sent;        /* queued at */
     ngx_msec_t                        timeout;     /* 0: no request waits */
-    size_t                            bytes;
+    unsigned                          dropped:1;   /* not sent: no reply */
 } ngx_tiktok_reports_node_cmd_t;
 
 
 struct ngx_tiktok_reports_node_s {
     ngx_tiktok_reports_redis_conf_t  *conf;
     ngx_uint_t                        index;       /* the store's, metrics */
-    redisAsyncContext                *ac;
+    ngx_tiktok_reports_conn_t         conn;
     ngx_log_t                        *log;
 
     ngx_str_t                         script;      /* loaded at handshake */
 
-    /* what is outstanding: a ring of commands, oldest at "head" */
+    /*
+     * The queue: a ring of commands, oldest at "head"; the first "nsent"
+     * went out (or were dropped), "partial" bytes of the next one too.
+     */
     ngx_tiktok_reports_node_cmd_t    *ring;
     ngx_uint_t                        ring_size;
     ngx_uint_t                        head;
-    ngx_uint_t                        pending;     /* commands in flight */
+    ngx_uint_t                        count;
+    ngx_uint_t                        nsent;
+    size_t                            partial;
+    ngx_uint_t                        pending;     /* commands, not dropped */
     size_t                            pending_bytes;
 
     ngx_msec_t                        backoff;
 
     ngx_event_t                       watchdog;
     ngx_event_t                       reconnect;
+    ngx_event_t                       flush;       /* posted */
 
     unsigned                          handshake_failed:1;
     unsigned                          down_logged:1;
@@ -75,10 +119,9 @@ ngx_int_t ngx_tiktok_reports_node_admit(ngx_tiktok_reports_node_t *node,
     ngx_tiktok_reports_redis_limits_t *limits, ngx_uint_t commands,
     size_t bytes);
 ngx_int_t ngx_tiktok_reports_node_command(ngx_tiktok_reports_node_t *node,
-    redisCallbackFn *fn, void *data, ngx_msec_t timeout, int argc,
+    ngx_tiktok_reports_node_reply_pt handler, void *data,
+    ngx_tiktok_reports_node_wanted_pt wanted, ngx_msec_t timeout, int argc,
     const char **argv, const size_t *argvlen);
-redisReply *ngx_tiktok_reports_node_replied(redisAsyncContext *ac,
-    void *reply);
 
 
 /* store (ngx_tiktok_reports_redis_store.c) */
@@ -95,7 +138,9 @@ struct ngx_tiktok_reports_store_s {
  * NGX_ERROR; the reply is hiredis's
  * (for a transition, its report's element, or the call's reply when the
  * call failed), valid during the call only, and NULL when the connection
- * was lost.
+ * was lost.  "data" is the request's wait object
+ * (ngx_tiktok_reports_wait_t): commands of a request already answered are
+ * dropped before they are sent.
  */
 typedef void (*ngx_tiktok_reports_store_done_pt)(void *data,
     ngx_uint_t index, ngx_int_t rc, redisReply *reply);

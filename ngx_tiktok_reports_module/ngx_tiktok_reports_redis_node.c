@@ -7,10 +7,12 @@
 /*
  * One Redis connection of one worker: connect without DNS (the address was
  * resolved at configuration time), pipeline the handshake (AUTH, SELECT,
- * SCRIPT LOAD) ahead of whatever requests queue behind it, bound what is
- * outstanding on it, watch for replies that do not come (hiredis 0.14 has
- * no timeouts of its own), and reconnect with a growing delay after a
- * failure.
+ * SCRIPT LOAD) ahead of whatever requests queue behind it, keep the queue
+ * of commands (sent and not yet sent) and match replies to them, bound what
+ * is outstanding, drop commands whose request was answered before they
+ * went out, watch for replies that do not come, and reconnect with a
+ * growing delay after a failure.  The socket itself is the connection
+ * layer's (ngx_tiktok_reports_redis_conn.c).
  */
 
 
@@ -23,24 +25,36 @@
 /* commands the ring holds at first; it doubles when full */
 #define NGX_TIKTOK_REPORTS_RING_MIN     64
 
+/* commands handed to one writev() */
+#define NGX_TIKTOK_REPORTS_IOV          64
+
+
+#define ngx_tiktok_reports_node_slot(node, i)                                 \
+    (&(node)->ring[((node)->head + (i)) % (node)->ring_size])
+
 
 static ngx_int_t ngx_tiktok_reports_node_connect(
     ngx_tiktok_reports_node_t *node);
+static ngx_int_t ngx_tiktok_reports_node_handshake(
+    ngx_tiktok_reports_node_t *node);
+static void ngx_tiktok_reports_node_handshake_reply(
+    ngx_tiktok_reports_node_t *node, redisReply *reply, void *data);
+static void ngx_tiktok_reports_node_reply(void *data, redisReply *reply);
+static void ngx_tiktok_reports_node_failed(void *data, const char *why);
+static void ngx_tiktok_reports_node_writable(void *data);
+static void ngx_tiktok_reports_node_flush_handler(ngx_event_t *ev);
+static void ngx_tiktok_reports_node_flush(ngx_tiktok_reports_node_t *node);
 static void ngx_tiktok_reports_node_fail(ngx_tiktok_reports_node_t *node,
     const char *why);
-static void ngx_tiktok_reports_node_connected(const redisAsyncContext *ac,
-    int status);
-static void ngx_tiktok_reports_node_disconnected(const redisAsyncContext *ac,
-    int status);
-static void ngx_tiktok_reports_node_handshake(redisAsyncContext *ac,
-    void *reply, void *data);
-static void ngx_tiktok_reports_node_lost(ngx_tiktok_reports_node_t *node);
+static void ngx_tiktok_reports_node_lost(ngx_tiktok_reports_node_t *node,
+    ngx_uint_t reconnect);
 static void ngx_tiktok_reports_node_watchdog(ngx_event_t *ev);
 static void ngx_tiktok_reports_node_reconnect(ngx_event_t *ev);
 static ngx_int_t ngx_tiktok_reports_node_push(ngx_tiktok_reports_node_t *node,
-    ngx_msec_t timeout, size_t bytes);
+    ngx_tiktok_reports_node_cmd_t *cmd);
 static void ngx_tiktok_reports_node_pop(ngx_tiktok_reports_node_t *node);
-static void ngx_tiktok_reports_node_forget(ngx_tiktok_reports_node_t *node);
+static u_char *ngx_tiktok_reports_node_format(int argc, const char **argv,
+    const size_t *argvlen, size_t *len, ngx_log_t *log);
 
 
 ngx_int_t
@@ -56,6 +70,11 @@ ngx_tiktok_reports_node_init(ngx_tiktok_reports_node_t *node,
     node->script = *script;
     node->backoff = NGX_TIKTOK_REPORTS_BACKOFF_MIN;
 
+    node->conn.data = node;
+    node->conn.reply = ngx_tiktok_reports_node_reply;
+    node->conn.failed = ngx_tiktok_reports_node_failed;
+    node->conn.writable = ngx_tiktok_reports_node_writable;
+
     node->watchdog.handler = ngx_tiktok_reports_node_watchdog;
     node->watchdog.data = node;
     node->watchdog.log = log;
@@ -65,6 +84,10 @@ ngx_tiktok_reports_node_init(ngx_tiktok_reports_node_t *node,
     node->reconnect.data = node;
     node->reconnect.log = log;
     node->reconnect.cancelable = 1;
+
+    node->flush.handler = ngx_tiktok_reports_node_flush_handler;
+    node->flush.data = node;
+    node->flush.log = log;
 
     /* a failure here is not fatal: requests answer 503 until Redis is up */
     (void) ngx_tiktok_reports_node_connect(node);
@@ -76,30 +99,14 @@ ngx_tiktok_reports_node_init(ngx_tiktok_reports_node_t *node,
 void
 ngx_tiktok_reports_node_close(ngx_tiktok_reports_node_t *node)
 {
-    redisAsyncContext  *ac;
-
-    if (node->watchdog.timer_set) {
-        ngx_del_timer(&node->watchdog);
-    }
-
     if (node->reconnect.timer_set) {
         ngx_del_timer(&node->reconnect);
     }
 
+    /* what waits gets a NULL reply now: its requests get 503 */
+    ngx_tiktok_reports_node_lost(node, 0);
+
     ngx_tiktok_reports_metrics_connected(node->index, NGX_TIKTOK_REPORTS_GONE);
-
-    ac = node->ac;
-
-    if (ac) {
-        node->ac = NULL;
-
-        /* pending callbacks run now with a NULL reply: requests get 503 */
-        ac->onDisconnect = NULL;
-        ac->data = NULL;
-        redisAsyncFree(ac);
-    }
-
-    ngx_tiktok_reports_node_forget(node);
 
     if (node->ring) {
         ngx_free(node->ring);
@@ -142,15 +149,22 @@ ngx_tiktok_reports_node_admit(ngx_tiktok_reports_node_t *node,
 }
 
 
+/*
+ * Queues a command; it goes out with the others of this event loop
+ * iteration, in one writev() once the iteration is over.  wanted(data),
+ * asked right before the command is sent, may say that nobody waits for it
+ * any more: it is then dropped unsent, and handler gets a NULL reply.
+ */
+
 ngx_int_t
 ngx_tiktok_reports_node_command(ngx_tiktok_reports_node_t *node,
-    redisCallbackFn *fn, void *data, ngx_msec_t timeout, int argc,
+    ngx_tiktok_reports_node_reply_pt handler, void *data,
+    ngx_tiktok_reports_node_wanted_pt wanted, ngx_msec_t timeout, int argc,
     const char **argv, const size_t *argvlen)
 {
-    int     i;
-    size_t  bytes;
+    ngx_tiktok_reports_node_cmd_t  cmd;
 
-    if (node->ac == NULL) {
+    if (node->conn.peer.connection == NULL) {
 
         /* while a reconnect is planned, requests do not hammer Redis */
         if (node->reconnect.timer_set
@@ -160,24 +174,26 @@ ngx_tiktok_reports_node_command(ngx_tiktok_reports_node_t *node,
         }
     }
 
-    bytes = 0;
+    cmd.data = data;
+    cmd.handler = handler;
+    cmd.wanted = wanted;
+    cmd.sent = ngx_current_msec;
+    cmd.timeout = timeout;
+    cmd.dropped = 0;
 
-    for (i = 0; i < argc; i++) {
-        bytes += argvlen[i];
-    }
-
-    /* the slot first: a command hiredis took must be accounted for */
-    if (ngx_tiktok_reports_node_push(node, timeout, bytes) != NGX_OK) {
+    cmd.buf = ngx_tiktok_reports_node_format(argc, argv, argvlen, &cmd.len,
+                                             node->log);
+    if (cmd.buf == NULL) {
         return NGX_ERROR;
     }
 
-    if (redisAsyncCommandArgv(node->ac, fn, data, argc, argv, argvlen)
-        != REDIS_OK)
-    {
-        /* the newest slot is the one just taken */
-        node->pending--;
-        node->pending_bytes -= bytes;
+    if (ngx_tiktok_reports_node_push(node, &cmd) != NGX_OK) {
+        ngx_free(cmd.buf);
         return NGX_ERROR;
+    }
+
+    if (!node->flush.posted) {
+        ngx_post_event(&node->flush, &ngx_posted_events);
     }
 
     /* a shorter timeout than the one the watchdog runs for brings it on */
@@ -196,14 +212,50 @@ ngx_tiktok_reports_node_command(ngx_tiktok_reports_node_t *node,
 }
 
 
+/* the command in Redis's protocol, in memory of its own */
+
+static u_char *
+ngx_tiktok_reports_node_format(int argc, const char **argv,
+    const size_t *argvlen, size_t *len, ngx_log_t *log)
+{
+    int      i;
+    u_char  *buf, *p;
+    size_t   size;
+
+    size = sizeof("*\r\n") - 1 + NGX_INT_T_LEN;
+
+    for (i = 0; i < argc; i++) {
+        size += sizeof("$\r\n\r\n") - 1 + NGX_SIZE_T_LEN + argvlen[i];
+    }
+
+    buf = ngx_alloc(size, log);
+    if (buf == NULL) {
+        return NULL;
+    }
+
+    p = ngx_sprintf(buf, "*%d\r\n", argc);
+
+    for (i = 0; i < argc; i++) {
+        p = ngx_sprintf(p, "$%uz\r\n", argvlen[i]);
+        p = ngx_cpymem(p, argv[i], argvlen[i]);
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+
+    *len = p - buf;
+
+    return buf;
+}
+
+
 static ngx_int_t
 ngx_tiktok_reports_node_push(ngx_tiktok_reports_node_t *node,
-    ngx_msec_t timeout, size_t bytes)
+    ngx_tiktok_reports_node_cmd_t *cmd)
 {
     ngx_uint_t                      i, size;
-    ngx_tiktok_reports_node_cmd_t  *ring, *cmd;
+    ngx_tiktok_reports_node_cmd_t  *ring;
 
-    if (node->pending == node->ring_size) {
+    if (node->count == node->ring_size) {
         size = node->ring_size ? node->ring_size * 2
                                : NGX_TIKTOK_REPORTS_RING_MIN;
 
@@ -213,8 +265,8 @@ ngx_tiktok_reports_node_push(ngx_tiktok_reports_node_t *node,
             return NGX_ERROR;
         }
 
-        for (i = 0; i < node->pending; i++) {
-            ring[i] = node->ring[(node->head + i) % node->ring_size];
+        for (i = 0; i < node->count; i++) {
+            ring[i] = *ngx_tiktok_reports_node_slot(node, i);
         }
 
         if (node->ring) {
@@ -226,125 +278,101 @@ ngx_tiktok_reports_node_push(ngx_tiktok_reports_node_t *node,
         node->head = 0;
     }
 
-    cmd = &node->ring[(node->head + node->pending) % node->ring_size];
-    cmd->sent = ngx_current_msec;
-    cmd->timeout = timeout;
-    cmd->bytes = bytes;
+    *ngx_tiktok_reports_node_slot(node, node->count) = *cmd;
 
+    node->count++;
     node->pending++;
-    node->pending_bytes += bytes;
+    node->pending_bytes += cmd->len;
 
     return NGX_OK;
 }
 
 
+/* the oldest slot, answered or dropped, leaves the ring */
+
 static void
 ngx_tiktok_reports_node_pop(ngx_tiktok_reports_node_t *node)
 {
-    if (node->pending == 0) {
-        return;
+    ngx_tiktok_reports_node_cmd_t  *cmd;
+
+    cmd = &node->ring[node->head];
+
+    if (!cmd->dropped) {
+        node->pending_bytes -= cmd->len;
+        node->pending--;
+        ngx_free(cmd->buf);
     }
 
-    node->pending_bytes -= node->ring[node->head].bytes;
     node->head = (node->head + 1) % node->ring_size;
+    node->count--;
 
-    if (--node->pending == 0) {
+    if (node->nsent) {
+        node->nsent--;
+    }
+
+    if (node->pending == 0) {
         node->busy_logged = 0;
     }
-}
-
-
-/* the connection is gone, and what was outstanding on it with it */
-
-static void
-ngx_tiktok_reports_node_forget(ngx_tiktok_reports_node_t *node)
-{
-    node->pending = 0;
-    node->pending_bytes = 0;
-    node->head = 0;
-    node->busy_logged = 0;
-}
-
-
-/*
- * Every reply callback of this node's commands starts here.  The reply to
- * use, or NULL: the connection was lost, is being closed, or its handshake
- * was refused (then even a reply that looks fine is not to be trusted: after
- * a refused SELECT it came from the wrong database).
- */
-
-redisReply *
-ngx_tiktok_reports_node_replied(redisAsyncContext *ac, void *reply)
-{
-    ngx_tiktok_reports_node_t  *node;
-
-    node = ac->data;
-
-    if (node == NULL) {
-        return NULL;
-    }
-
-    /* a context already forgotten (the watchdog) has nothing in the ring */
-    if (ac == node->ac) {
-        ngx_tiktok_reports_node_pop(node);
-    }
-
-    return node->handshake_failed ? NULL : reply;
 }
 
 
 static ngx_int_t
 ngx_tiktok_reports_node_connect(ngx_tiktok_reports_node_t *node)
 {
+    u_char     why[NGX_MAX_ERROR_STR], *p;
+    ngx_err_t  err;
+
+    node->handshake_failed = 0;
+
+    if (ngx_tiktok_reports_conn_open(&node->conn, node->conf, node->log,
+                                     &err)
+        != NGX_OK)
+    {
+        if (err) {
+            p = ngx_snprintf(why, sizeof(why) - 2, "connect() failed (%d: ",
+                             err);
+            p = ngx_strerror(err, p, why + sizeof(why) - 2 - p);
+            *p++ = ')';
+            *p = '\0';
+
+        } else {
+            ngx_cpystrn(why, (u_char *) "cannot open a connection",
+                        sizeof(why));
+        }
+
+        ngx_tiktok_reports_node_failed(node, (char *) why);
+        return NGX_ERROR;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, node->log, 0,
+                   "tiktok_reports: connecting to redis %V",
+                   &node->conf->name);
+
+    if (ngx_tiktok_reports_node_handshake(node) != NGX_OK) {
+        ngx_tiktok_reports_node_failed(node, "out of memory");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The handshake is pipelined: commands of requests queue behind it on the
+ * same socket and are answered in order, so a request never waits for a
+ * separate "ready" step.
+ */
+
+static ngx_int_t
+ngx_tiktok_reports_node_handshake(ngx_tiktok_reports_node_t *node)
+{
     int                               n;
     u_char                            db[NGX_INT_T_LEN];
     const char                       *argv[3];
     size_t                            argvlen[3];
-    redisAsyncContext                *ac;
     ngx_tiktok_reports_redis_conf_t  *conf;
 
     conf = node->conf;
-
-    if (conf->path.len) {
-        ac = redisAsyncConnectUnix((char *) conf->path.data);
-
-    } else {
-        ac = redisAsyncConnect((char *) conf->host.data, (int) conf->port);
-    }
-
-    if (ac == NULL) {
-        ngx_tiktok_reports_node_fail(node, "out of memory");
-        ngx_tiktok_reports_node_lost(node);
-        return NGX_ERROR;
-    }
-
-    if (ac->err) {
-        ngx_tiktok_reports_node_fail(node, ac->errstr);
-        redisAsyncFree(ac);
-        ngx_tiktok_reports_node_lost(node);
-        return NGX_ERROR;
-    }
-
-    if (ngx_tiktok_reports_redis_attach(ac, node->log) != NGX_OK) {
-        ngx_tiktok_reports_node_fail(node, "no free connection");
-        redisAsyncFree(ac);
-        ngx_tiktok_reports_node_lost(node);
-        return NGX_ERROR;
-    }
-
-    ac->data = node;
-    node->ac = ac;
-    node->handshake_failed = 0;
-    ngx_tiktok_reports_node_forget(node);
-
-    redisAsyncSetConnectCallback(ac, ngx_tiktok_reports_node_connected);
-    redisAsyncSetDisconnectCallback(ac, ngx_tiktok_reports_node_disconnected);
-
-    /*
-     * The handshake is pipelined: commands of requests queue behind it on
-     * the same socket and are answered in order, so a request never waits
-     * for a separate "ready" step.
-     */
 
     if (conf->password.len) {
         n = 0;
@@ -360,8 +388,8 @@ ngx_tiktok_reports_node_connect(ngx_tiktok_reports_node_t *node)
         argvlen[n++] = conf->password.len;
 
         if (ngx_tiktok_reports_node_command(node,
-                                            ngx_tiktok_reports_node_handshake,
-                                            "AUTH", 0, n, argv, argvlen)
+                                    ngx_tiktok_reports_node_handshake_reply,
+                                    "AUTH", NULL, 0, n, argv, argvlen)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -375,8 +403,8 @@ ngx_tiktok_reports_node_connect(ngx_tiktok_reports_node_t *node)
         argvlen[1] = ngx_sprintf(db, "%i", conf->db) - db;
 
         if (ngx_tiktok_reports_node_command(node,
-                                            ngx_tiktok_reports_node_handshake,
-                                            "SELECT", 0, 2, argv, argvlen)
+                                    ngx_tiktok_reports_node_handshake_reply,
+                                    "SELECT", NULL, 0, 2, argv, argvlen)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -390,78 +418,32 @@ ngx_tiktok_reports_node_connect(ngx_tiktok_reports_node_t *node)
     argv[2] = (const char *) node->script.data;
     argvlen[2] = node->script.len;
 
-    if (ngx_tiktok_reports_node_command(node,
-                                        ngx_tiktok_reports_node_handshake,
-                                        "SCRIPT LOAD", 0, 3, argv, argvlen)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, node->log, 0,
-                   "tiktok_reports: connecting to redis %V", &conf->name);
-
-    return NGX_OK;
+    return ngx_tiktok_reports_node_command(node,
+                                    ngx_tiktok_reports_node_handshake_reply,
+                                    "SCRIPT LOAD", NULL, 0, 3, argv, argvlen);
 }
 
 
 static void
-ngx_tiktok_reports_node_connected(const redisAsyncContext *ac, int status)
+ngx_tiktok_reports_node_handshake_reply(ngx_tiktok_reports_node_t *node,
+    redisReply *reply, void *data)
 {
-    ngx_tiktok_reports_node_t  *node;
+    u_char  why[NGX_MAX_ERROR_STR];
 
-    node = ac->data;
-
-    if (node == NULL || status == REDIS_OK) {
+    if (reply == NULL) {
         return;
     }
 
-    /* hiredis frees the context after this callback */
-    ngx_tiktok_reports_node_fail(node, ac->errstr);
-    ngx_tiktok_reports_node_lost(node);
-}
-
-
-static void
-ngx_tiktok_reports_node_disconnected(const redisAsyncContext *ac, int status)
-{
-    ngx_tiktok_reports_node_t  *node;
-
-    node = ac->data;
-
-    if (node == NULL) {
-        return;
-    }
-
-    ngx_tiktok_reports_node_fail(node, ac->err ? ac->errstr
-                                               : "connection closed");
-    ngx_tiktok_reports_node_lost(node);
-}
-
-
-static void
-ngx_tiktok_reports_node_handshake(redisAsyncContext *ac, void *reply,
-    void *data)
-{
-    u_char                      why[NGX_MAX_ERROR_STR];
-    redisReply                 *rr;
-    ngx_tiktok_reports_node_t  *node;
-
-    node = ac->data;
-    rr = ngx_tiktok_reports_node_replied(ac, reply);
-
-    if (rr == NULL) {
-        return;
-    }
-
-    if (rr->type == REDIS_REPLY_ERROR) {
+    if (reply->type == REDIS_REPLY_ERROR) {
         *ngx_snprintf(why, sizeof(why) - 1, "%s refused: %*s", (char *) data,
-                      (size_t) rr->len, rr->str) = '\0';
-        ngx_tiktok_reports_node_fail(node, (char *) why);
+                      (size_t) reply->len, reply->str) = '\0';
 
-        /* what is pipelined behind gets NULL replies; then drop it */
+        /*
+         * what is pipelined behind must not count: after a refused SELECT
+         * its replies come from the wrong database
+         */
         node->handshake_failed = 1;
-        redisAsyncDisconnect(ac);
+        ngx_tiktok_reports_node_failed(node, (char *) why);
         return;
     }
 
@@ -474,6 +456,173 @@ ngx_tiktok_reports_node_handshake(redisAsyncContext *ac, void *reply,
             ngx_log_error(NGX_LOG_NOTICE, node->log, 0,
                           "tiktok_reports: redis %V is up again",
                           &node->conf->name);
+        }
+    }
+}
+
+
+/* a reply from the connection: it answers the oldest command sent */
+
+static void
+ngx_tiktok_reports_node_reply(void *data, redisReply *reply)
+{
+    ngx_tiktok_reports_node_t      *node = data;
+
+    ngx_tiktok_reports_node_cmd_t   cmd;
+
+    /* commands dropped unsent are skipped: Redis never saw them */
+    while (node->count && node->nsent && node->ring[node->head].dropped) {
+        ngx_tiktok_reports_node_pop(node);
+    }
+
+    if (node->nsent == 0) {
+        ngx_tiktok_reports_node_failed(node, "a reply to no command");
+        return;
+    }
+
+    cmd = node->ring[node->head];
+    cmd.buf = NULL;
+
+    ngx_tiktok_reports_node_pop(node);
+
+    /* the ring may change in there: "cmd" is a copy */
+    cmd.handler(node, reply, cmd.data);
+}
+
+
+static void
+ngx_tiktok_reports_node_failed(void *data, const char *why)
+{
+    ngx_tiktok_reports_node_t  *node = data;
+
+    ngx_tiktok_reports_node_fail(node, why);
+    ngx_tiktok_reports_node_lost(node, !ngx_exiting && !ngx_quit);
+}
+
+
+static void
+ngx_tiktok_reports_node_writable(void *data)
+{
+    ngx_tiktok_reports_node_flush(data);
+}
+
+
+static void
+ngx_tiktok_reports_node_flush_handler(ngx_event_t *ev)
+{
+    ngx_tiktok_reports_node_flush(ev->data);
+}
+
+
+/*
+ * Hands the commands not yet sent to the connection, up to 64 a writev(),
+ * until all went or the socket is full (the connection's write event calls
+ * again).  A command that nobody waits for any more is dropped here, before
+ * any byte of it went out; its handler runs after the write, so that the
+ * ring does not change under the loop.
+ */
+
+static void
+ngx_tiktok_reports_node_flush(ngx_tiktok_reports_node_t *node)
+{
+    size_t                          first;
+    ngx_int_t                       rc;
+    ngx_uint_t                      i, n, d, k, slot[NGX_TIKTOK_REPORTS_IOV];
+    ngx_buf_t                       buf[NGX_TIKTOK_REPORTS_IOV];
+    ngx_chain_t                     out[NGX_TIKTOK_REPORTS_IOV];
+    ngx_tiktok_reports_node_cmd_t  *cmd, dropped[NGX_TIKTOK_REPORTS_IOV];
+
+    if (node->flush.posted) {
+        ngx_delete_posted_event(&node->flush);
+    }
+
+    for ( ;; ) {
+
+        if (!node->conn.connected) {
+            /* the connection calls again once connect(2) is done */
+            return;
+        }
+
+        n = 0;
+        d = 0;
+
+        for (i = node->nsent;
+             i < node->count && n < NGX_TIKTOK_REPORTS_IOV
+                             && d < NGX_TIKTOK_REPORTS_IOV;
+             i++)
+        {
+            cmd = ngx_tiktok_reports_node_slot(node, i);
+
+            if (cmd->dropped) {
+                continue;
+            }
+
+            first = (i == node->nsent) ? node->partial : 0;
+
+            if (first == 0 && cmd->wanted && !cmd->wanted(cmd->data)) {
+                dropped[d++] = *cmd;
+                cmd->dropped = 1;
+                node->pending--;
+                node->pending_bytes -= cmd->len;
+                ngx_free(cmd->buf);
+                continue;
+            }
+
+            ngx_memzero(&buf[n], sizeof(ngx_buf_t));
+            buf[n].pos = cmd->buf + first;
+            buf[n].last = cmd->buf + cmd->len;
+            buf[n].memory = 1;
+
+            out[n].buf = &buf[n];
+            out[n].next = NULL;
+
+            if (n) {
+                out[n - 1].next = &out[n];
+            }
+
+            slot[n++] = i;
+        }
+
+        rc = NGX_OK;
+
+        if (n) {
+            rc = ngx_tiktok_reports_conn_send(&node->conn, out);
+
+            if (rc == NGX_ERROR) {
+                /* the node was failed and its ring emptied in there */
+                for (k = 0; k < d; k++) {
+                    dropped[k].handler(node, NULL, dropped[k].data);
+                }
+
+                return;
+            }
+
+            /* what went whole is sent; the first not whole is partial */
+
+            node->partial = 0;
+
+            for (k = 0; k < n; k++) {
+                if (buf[k].pos != buf[k].last) {
+                    node->partial = buf[k].pos
+                              - ngx_tiktok_reports_node_slot(node,
+                                                             slot[k])->buf;
+                    break;
+                }
+            }
+
+            node->nsent = (k == n) ? i : slot[k];
+
+        } else {
+            node->nsent = i;
+        }
+
+        /* nobody waits for these; their handlers may queue new commands */
+        for (k = 0; k < d; k++) {
+            dropped[k].handler(node, NULL, dropped[k].data);
+        }
+
+        if (rc == NGX_AGAIN || node->nsent == node->count) {
+            break;
         }
     }
 }
@@ -496,28 +645,80 @@ ngx_tiktok_reports_node_fail(ngx_tiktok_reports_node_t *node,
 }
 
 
-/* the context is being freed by hiredis: forget it, plan a reconnect */
+/*
+ * The connection is gone: close it, plan a reconnect, and give every
+ * command that waited a NULL reply.  The ring is taken out first, so that
+ * whatever the handlers do meets an empty node.
+ */
 
 static void
-ngx_tiktok_reports_node_lost(ngx_tiktok_reports_node_t *node)
+ngx_tiktok_reports_node_lost(ngx_tiktok_reports_node_t *node,
+    ngx_uint_t reconnect)
 {
-    ngx_tiktok_reports_metrics_connected(node->index, 0);
+    ngx_uint_t                      i, count, head, size;
+    ngx_tiktok_reports_node_cmd_t  *ring, *cmd;
 
-    node->ac = NULL;
-    ngx_tiktok_reports_node_forget(node);
+    if (node->conn.peer.connection) {
+        ngx_tiktok_reports_metrics_connected(node->index, 0);
+    }
+
+    ngx_tiktok_reports_conn_close(&node->conn);
 
     if (node->watchdog.timer_set) {
         ngx_del_timer(&node->watchdog);
     }
 
-    if (!node->reconnect.timer_set && !ngx_exiting && !ngx_quit) {
-        ngx_add_timer(&node->reconnect, node->backoff);
+    if (node->flush.posted) {
+        ngx_delete_posted_event(&node->flush);
     }
 
-    node->backoff *= 2;
+    if (reconnect && !node->reconnect.timer_set) {
+        ngx_add_timer(&node->reconnect, node->backoff);
 
-    if (node->backoff > NGX_TIKTOK_REPORTS_BACKOFF_MAX) {
-        node->backoff = NGX_TIKTOK_REPORTS_BACKOFF_MAX;
+        node->backoff *= 2;
+
+        if (node->backoff > NGX_TIKTOK_REPORTS_BACKOFF_MAX) {
+            node->backoff = NGX_TIKTOK_REPORTS_BACKOFF_MAX;
+        }
+    }
+
+    ring = node->ring;
+    count = node->count;
+    head = node->head;
+    size = node->ring_size;
+
+    node->ring = NULL;
+    node->ring_size = 0;
+    node->count = 0;
+    node->head = 0;
+    node->nsent = 0;
+    node->partial = 0;
+    node->pending = 0;
+    node->pending_bytes = 0;
+    node->busy_logged = 0;
+
+    for (i = 0; i < count; i++) {
+        cmd = &ring[(head + i) % size];
+
+        if (cmd->dropped) {
+            continue;
+        }
+
+        ngx_free(cmd->buf);
+        cmd->handler(node, NULL, cmd->data);
+    }
+
+    if (ring == NULL) {
+        return;
+    }
+
+    /* keep the larger ring, unless the handlers made a new one */
+    if (node->ring == NULL) {
+        node->ring = ring;
+        node->ring_size = size;
+
+    } else {
+        ngx_free(ring);
     }
 }
 
@@ -534,25 +735,34 @@ ngx_tiktok_reports_node_lost(ngx_tiktok_reports_node_t *node)
 static void
 ngx_tiktok_reports_node_watchdog(ngx_event_t *ev)
 {
-    ngx_uint_t                  i;
-    ngx_msec_t                  waited, limit, t;
-    redisAsyncContext          *ac;
-    ngx_tiktok_reports_node_t  *node;
+    ngx_uint_t                      i, oldest;
+    ngx_msec_t                      waited, limit;
+    ngx_tiktok_reports_node_cmd_t  *cmd;
+    ngx_tiktok_reports_node_t      *node;
 
     node = ev->data;
 
-    if (node->ac == NULL || node->pending == 0) {
+    if (node->pending == 0) {
         return;
     }
 
     /* the longest a request waiting here waits; the handshake's own bound */
     limit = 0;
+    oldest = node->count;
 
-    for (i = 0; i < node->pending; i++) {
-        t = node->ring[(node->head + i) % node->ring_size].timeout;
+    for (i = 0; i < node->count; i++) {
+        cmd = ngx_tiktok_reports_node_slot(node, i);
 
-        if (t > limit) {
-            limit = t;
+        if (cmd->dropped) {
+            continue;
+        }
+
+        if (oldest == node->count) {
+            oldest = i;
+        }
+
+        if (cmd->timeout > limit) {
+            limit = cmd->timeout;
         }
     }
 
@@ -560,21 +770,15 @@ ngx_tiktok_reports_node_watchdog(ngx_event_t *ev)
         limit = node->conf->timeout;
     }
 
-    waited = ngx_current_msec - node->ring[node->head].sent;
+    cmd = ngx_tiktok_reports_node_slot(node, oldest);
+    waited = ngx_current_msec - cmd->sent;
 
     if (waited < limit) {
         ngx_add_timer(&node->watchdog, limit - waited);
         return;
     }
 
-    ngx_tiktok_reports_node_fail(node, "timed out");
-
-    ac = node->ac;
-    ac->onDisconnect = NULL;
-    ngx_tiktok_reports_node_lost(node);
-
-    /* callbacks now run with a NULL reply; ac->data is still the node */
-    redisAsyncFree(ac);
+    ngx_tiktok_reports_node_failed(node, "timed out");
 }
 
 
@@ -585,7 +789,7 @@ ngx_tiktok_reports_node_reconnect(ngx_event_t *ev)
 
     node = ev->data;
 
-    if (node->ac || ngx_exiting || ngx_quit) {
+    if (node->conn.peer.connection || ngx_exiting || ngx_quit) {
         return;
     }
 

@@ -182,8 +182,9 @@ typedef struct {
 } ngx_tiktok_reports_store_cmd_t;
 
 
-static void ngx_tiktok_reports_store_reply(redisAsyncContext *ac,
-    void *reply, void *data);
+static void ngx_tiktok_reports_store_reply(ngx_tiktok_reports_node_t *node,
+    redisReply *rr, void *data);
+static ngx_uint_t ngx_tiktok_reports_store_wanted(void *data);
 
 
 static ngx_str_t  ngx_tiktok_reports_script_str;
@@ -355,8 +356,8 @@ ngx_tiktok_reports_store_send(ngx_tiktok_reports_store_cmd_t *cmd, int argc,
 
     if (ngx_tiktok_reports_node_command(cmd->node,
                                         ngx_tiktok_reports_store_reply,
-                                        cmd, cmd->timeout, argc, argv,
-                                        argvlen)
+                                        cmd, ngx_tiktok_reports_store_wanted,
+                                        cmd->timeout, argc, argv, argvlen)
         != NGX_OK)
     {
         /* no connection to send on */
@@ -806,18 +807,32 @@ ngx_tiktok_reports_store_finish(ngx_tiktok_reports_store_cmd_t *cmd,
 }
 
 
-static void
-ngx_tiktok_reports_store_reply(redisAsyncContext *ac, void *reply, void *data)
+/*
+ * A command's owner is the request's wait object: once its answer is out
+ * (the timeout, or the client left), nobody needs the command sent.
+ */
+
+static ngx_uint_t
+ngx_tiktok_reports_store_wanted(void *data)
 {
-    size_t                           j;
-    redisReply                      *rr;
-    ngx_int_t                        rc;
-    ngx_uint_t                       noscript;
-    ngx_tiktok_reports_node_t       *node;
     ngx_tiktok_reports_store_cmd_t  *cmd = data;
 
-    node = ac->data;
-    rr = ngx_tiktok_reports_node_replied(ac, reply);
+    ngx_tiktok_reports_wait_t  *w;
+
+    w = cmd->data;
+
+    return w->request != NULL && !w->answered;
+}
+
+
+static void
+ngx_tiktok_reports_store_reply(ngx_tiktok_reports_node_t *node,
+    redisReply *rr, void *data)
+{
+    size_t                           j;
+    ngx_int_t                        rc;
+    ngx_uint_t                       noscript;
+    ngx_tiktok_reports_store_cmd_t  *cmd = data;
 
     if (rr == NULL) {
         /* the connection went away, or its handshake was refused */

@@ -35,6 +35,10 @@ sub new {
 
 sub port { $_[0]{port} }
 
+# nothing passes until resume(); then everything passes at once
+sub pause  { kill 'USR1', $_[0]{pid} }
+sub resume { kill 'USR2', $_[0]{pid} }
+
 sub stop {
     my ($self) = @_;
     my $pid = delete $self->{pid} or return;
@@ -47,6 +51,8 @@ sub DESTROY { $_[0]->stop }
 sub _run {
     my ($self, $listen) = @_;
     my $rate = $self->{rate} || 20000;
+    local $SIG{USR1} = sub { $rate = 0 };
+    local $SIG{USR2} = sub { $rate = 1e9 };
     my $until = time + ($self->{lifetime} || 120);
     my $tick = 0.01;
     my $sel = IO::Select->new($listen);
@@ -70,6 +76,7 @@ sub _run {
         my $now = time;
         $budget += ($now - $last) * $rate;
         $budget = $rate * $tick * 2 if $budget > $rate * $tick * 2;
+        $budget = 0 if $rate == 0;
         $last = $now;
 
         # the clients' sides are watched only while there is budget
