@@ -70,6 +70,22 @@ typedef struct {
 } ngx_tiktok_reports_main_conf_t;
 
 
+/*
+ * Where a directive was written: errors found only when the configuration
+ * is merged are reported there, as nginx's own modules do.
+ */
+typedef struct {
+    u_char                         *file;
+    ngx_uint_t                      line;
+} ngx_tiktok_reports_conf_pos_t;
+
+
+typedef struct {
+    ngx_str_t                       value;
+    ngx_tiktok_reports_conf_pos_t   pos;
+} ngx_tiktok_reports_secret_t;
+
+
 typedef struct {
     ngx_url_t                      *redis;
     ngx_str_t                       redis_user;
@@ -88,10 +104,13 @@ typedef struct {
     ngx_uint_t                      sig_mode;
     ngx_str_t                       sig_digest;
     ngx_str_t                       sig_header;
-    ngx_array_t                    *secrets;    /* ngx_str_t */
+    ngx_tiktok_reports_conf_pos_t   sig_pos;
+    ngx_array_t                    *secrets;  /* ngx_tiktok_reports_secret_t */
     ngx_tiktok_reports_sig_conf_t  *sig;
 
     ngx_uint_t                      role;      /* set here, not inherited */
+    ngx_tiktok_reports_conf_pos_t   role_pos;
+    ngx_str_t                       location;  /* the role's, for errors */
 
     ngx_tiktok_reports_store_t     *store;
     ngx_tiktok_reports_redis_limits_t  limits;
