@@ -52,6 +52,11 @@ static char *ngx_tiktok_reports_positive(ngx_conf_t *cf, void *post,
     void *data);
 static char *ngx_tiktok_reports_timeout(ngx_conf_t *cf, void *post,
     void *data);
+static ngx_int_t ngx_tiktok_reports_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_tiktok_reports_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_tiktok_reports_redis_time_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_tiktok_reports_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_tiktok_reports_init_process(ngx_cycle_t *cycle);
 static void ngx_tiktok_reports_exit_process(ngx_cycle_t *cycle);
@@ -76,6 +81,15 @@ static const char  *ngx_tiktok_reports_role_names[] = {
     "", "webhook", "status", "metrics"
 };
 
+
+/* client-caused refusals; nginx logs those at "info" by default */
+static ngx_conf_enum_t  ngx_tiktok_reports_log_levels[] = {
+    { ngx_string("info"), NGX_LOG_INFO },
+    { ngx_string("notice"), NGX_LOG_NOTICE },
+    { ngx_string("warn"), NGX_LOG_WARN },
+    { ngx_string("error"), NGX_LOG_ERR },
+    { ngx_null_string, 0 }
+};
 
 
 static ngx_conf_num_bounds_t  ngx_tiktok_reports_db_bounds = {
@@ -188,6 +202,13 @@ static ngx_command_t  ngx_tiktok_reports_commands[] = {
       0,
       &ngx_tiktok_reports_roles[NGX_TIKTOK_REPORTS_ROLE_METRICS] },
 
+    { ngx_string("tiktok_reports_log_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_tiktok_reports_loc_conf_t, log_level),
+      &ngx_tiktok_reports_log_levels },
+
     { ngx_string("tiktok_reports_signature"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
       ngx_tiktok_reports_signature,
@@ -221,7 +242,7 @@ static ngx_command_t  ngx_tiktok_reports_commands[] = {
 
 
 static ngx_http_module_t  ngx_tiktok_reports_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_tiktok_reports_preconfiguration,   /* preconfiguration */
     ngx_tiktok_reports_postconfiguration,  /* postconfiguration */
 
     ngx_tiktok_reports_create_main_conf,   /* create main configuration */
@@ -253,6 +274,32 @@ ngx_module_t  ngx_tiktok_reports_module = {
 
 static ngx_str_t  ngx_tiktok_reports_default_redis =
     ngx_string("127.0.0.1:6379");
+
+
+/* for log_format: empty ("-") where the request did not get that far */
+static ngx_http_variable_t  ngx_tiktok_reports_variables[] = {
+
+    { ngx_string("tiktok_reports_accepted"), NULL,
+      ngx_tiktok_reports_variable,
+      offsetof(ngx_tiktok_reports_ctx_t, accepted),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("tiktok_reports_duplicates"), NULL,
+      ngx_tiktok_reports_variable,
+      offsetof(ngx_tiktok_reports_ctx_t, duplicates),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("tiktok_reports_rejected"), NULL,
+      ngx_tiktok_reports_variable,
+      offsetof(ngx_tiktok_reports_ctx_t, rejected),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("tiktok_reports_redis_time"), NULL,
+      ngx_tiktok_reports_redis_time_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
 
 
 static void *
@@ -313,6 +360,7 @@ ngx_tiktok_reports_create_loc_conf(ngx_conf_t *cf)
     conf->stream_maxlen = NGX_CONF_UNSET;
     conf->max_results = NGX_CONF_UNSET;
     conf->tolerance = NGX_CONF_UNSET;
+    conf->log_level = NGX_CONF_UNSET_UINT;
     conf->secrets = NGX_CONF_UNSET_PTR;
 
     return conf;
@@ -348,6 +396,7 @@ ngx_tiktok_reports_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->stream_maxlen, prev->stream_maxlen, 1000000);
     ngx_conf_merge_value(conf->max_results, prev->max_results, 10000);
     ngx_conf_merge_sec_value(conf->tolerance, prev->tolerance, 300);
+    ngx_conf_merge_uint_value(conf->log_level, prev->log_level, NGX_LOG_INFO);
     ngx_conf_merge_ptr_value(conf->secrets, prev->secrets, NULL);
 
     if (conf->sig_mode == NGX_TIKTOK_REPORTS_SIG_UNSET) {
@@ -1031,6 +1080,110 @@ ngx_tiktok_reports_timeout(ngx_conf_t *cf, void *post, void *data)
     }
 
     return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_tiktok_reports_preconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_tiktok_reports_variables; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_tiktok_reports_ctx_t *
+ngx_tiktok_reports_get_ctx(ngx_http_request_t *r)
+{
+    ngx_tiktok_reports_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_tiktok_reports_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_tiktok_reports_ctx_t));
+        if (ctx == NULL) {
+            return NULL;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_tiktok_reports_module);
+    }
+
+    return ctx;
+}
+
+
+/* the counts of a 200 answer of the webhook */
+
+static ngx_int_t
+ngx_tiktok_reports_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                    *p;
+    ngx_tiktok_reports_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_tiktok_reports_module);
+
+    if (ctx == NULL || !ctx->counted) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = ngx_sprintf(p, "%ui", *(ngx_uint_t *) ((char *) ctx + data)) - p;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    v->data = p;
+
+    return NGX_OK;
+}
+
+
+/* from the first command sent to the answer, as $upstream_response_time */
+
+static ngx_int_t
+ngx_tiktok_reports_redis_time_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                    *p;
+    ngx_msec_t                 ms;
+    ngx_tiktok_reports_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_tiktok_reports_module);
+
+    if (ctx == NULL || !ctx->redis) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN + 4);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ms = ctx->redis_time / 1000;
+
+    v->len = ngx_sprintf(p, "%T.%03M", (time_t) (ms / 1000), ms % 1000) - p;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    v->data = p;
+
+    return NGX_OK;
 }
 
 

@@ -100,6 +100,7 @@ typedef struct {
     ngx_int_t                       stream_maxlen;
     ngx_int_t                       max_results;
     time_t                          tolerance;
+    ngx_uint_t                      log_level;  /* client-caused refusals */
 
     ngx_uint_t                      sig_mode;
     ngx_str_t                       sig_digest;
@@ -116,6 +117,21 @@ typedef struct {
     ngx_tiktok_reports_redis_limits_t  limits;
     ngx_tiktok_reports_store_opts_t transition;
 } ngx_tiktok_reports_loc_conf_t;
+
+
+/*
+ * What a request's access log line can tell ($tiktok_reports_*): the
+ * counts of a 200 answer, and how long the request waited for Redis.
+ */
+typedef struct {
+    ngx_uint_t                      accepted;
+    ngx_uint_t                      duplicates;
+    ngx_uint_t                      rejected;
+    ngx_msec_t                      redis_start;   /* us, monotonic */
+    ngx_msec_t                      redis_time;    /* us */
+    unsigned                        counted:1;
+    unsigned                        redis:1;
+} ngx_tiktok_reports_ctx_t;
 
 
 typedef struct ngx_tiktok_reports_wait_s  ngx_tiktok_reports_wait_t;
@@ -148,6 +164,9 @@ void ngx_tiktok_reports_wait_done(ngx_tiktok_reports_wait_t *w,
 
 /* the webhook (ngx_tiktok_reports_webhook.c) */
 ngx_int_t ngx_tiktok_reports_webhook_handler(ngx_http_request_t *r);
+
+/* the request's log values, created on first use; NULL: out of memory */
+ngx_tiktok_reports_ctx_t *ngx_tiktok_reports_get_ctx(ngx_http_request_t *r);
 
 /* the lookup location (ngx_tiktok_reports_status.c) */
 ngx_int_t ngx_tiktok_reports_status_handler(ngx_http_request_t *r);

@@ -1,12 +1,14 @@
 #!/usr/bin/perl
 # What an nginx operator expects: configuration errors at the line of the
-# directive at fault.
+# directive at fault, client-caused refusals at a configurable log level,
+# and each request's outcome in the access log.
 
 use strict;
 use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
+use Time::HiRes qw(sleep time);
 use TikTokTest;
 
 # --- configuration errors, at the directive's file:line --------------------
@@ -129,6 +131,12 @@ EOF
 EOF
           qr{"tiktok_reports_status": the location already has the role "metrics"} ],
 
+        [ 'a log level nginx does not offer here', '', <<'EOF',
+        location = /w {
+            tiktok_reports_log_level debug; # here
+        }
+EOF
+          qr{invalid value "debug"} ],
     );
 
     for my $c (@cases) {
@@ -145,14 +153,170 @@ EOF
     # the inherited secret that fits an hmac location is not an error there
     my ($rc, $out) = $t->nginx_test_conf(http => <<'EOF', server => <<'EOF');
     tiktok_reports_secret plain-secret;
+    tiktok_reports_log_level notice;
 EOF
         location = /hmac {
             tiktok_reports_webhook;
             tiktok_reports_signature hmac-sha256;
+            tiktok_reports_log_level error;
         }
 EOF
-    is($rc, 0, 'an inherited secret that fits its location passes')
+    is($rc, 0, 'a good configuration with the new directives passes')
         or diag $out;
 }
+
+# --- log level and access log variables -------------------------------------
+
+# short, for the frozen Redis below; a slow worker (valgrind) needs longer
+# for its handshake, or the watchdog would reconnect
+my $timeout = $ENV{TT_VALGRIND} ? 2 : 0.3;
+
+my $t = TikTokTest->new;
+$t->start_redis;
+$t->start_nginx(http => <<"EOF", server => <<'EOF');
+    log_format tiktok '\$request_uri \$status a=\$tiktok_reports_accepted '
+                      'd=\$tiktok_reports_duplicates '
+                      'r=\$tiktok_reports_rejected '
+                      't=\$tiktok_reports_redis_time';
+    tiktok_reports_redis_timeout ${\ int($timeout * 1000)}ms;
+EOF
+        access_log %%DIR%%/access.log tiktok;
+
+        location = /webhook {
+            tiktok_reports_webhook;
+            tiktok_reports_signature hmac-sha256;
+            tiktok_reports_secret k;
+        }
+        location = /warn {
+            tiktok_reports_webhook;
+            tiktok_reports_signature hmac-sha256;
+            tiktok_reports_secret k;
+            tiktok_reports_log_level warn;
+            tiktok_reports_max_results 2;
+        }
+        location = /error {
+            tiktok_reports_webhook;
+            tiktok_reports_signature hmac-sha256;
+            tiktok_reports_secret k;
+            tiktok_reports_log_level error;
+        }
+        location /tiktok/status/ {
+            tiktok_reports_status;
+        }
+        location = /metrics {
+            tiktok_reports_metrics;
+        }
+EOF
+
+sub post {
+    my ($path, $body, %o) = @_;
+    return $t->http(method => 'POST', path => $path,
+        headers => [ 'Content-Type' => 'application/json',
+                     'X-Signature' => $o{sig} // hmac_hex('sha256', 'k', $body) ],
+        body => $body);
+}
+
+# the error.log lines a request adds
+sub logged {
+    my ($code) = @_;
+    my $before = length $t->error_log;
+    my $res = $code->();
+    sleep 0.05;
+    return ($res, [ split /\n/, substr($t->error_log, $before) ]);
+}
+
+sub level_of {
+    my ($lines, $re) = @_;
+    my @l = grep { /$re/ } @$lines;
+    return 'none' unless @l;
+    return scalar(@l) . ' lines' if @l > 1;
+    return $l[0] =~ /\[(\w+)\]/ ? $1 : '?';
+}
+
+my $bad = json_encode({ results => [ { to => 'no id' } ] });
+my $two = json_encode({ results => [ tiktok_dlr(id => 'lv-1'), { to => 'x' } ] });
+my $three = json_encode({ results => [ 0, 0, 0 ] });
+
+{
+    my ($res, $lines) = logged(sub { post('/webhook', $two, sig => 'bad') });
+    is($res->{status}, 401, 'bad signature: 401');
+    is(level_of($lines, qr/webhook refused: invalid signature/), 'info',
+       'bad signature: at info by default');
+
+    ($res, $lines) = logged(sub { post('/webhook', 'not json') });
+    is($res->{status}, 400, 'bad body: 400');
+    is(level_of($lines, qr/webhook body refused: invalid JSON/), 'info',
+       'bad body: at info by default');
+
+    ($res, $lines) = logged(sub { post('/webhook', $bad) });
+    is($res->{status}, 200, 'rejected result: 200');
+    is(level_of($lines, qr/1 of 1 results rejected/), 'info',
+       'rejected results: at info by default');
+
+    ($res, $lines) = logged(sub { post('/warn', $two, sig => 'bad') });
+    is(level_of($lines, qr/webhook refused: invalid signature/), 'warn',
+       'bad signature: at warn where configured');
+
+    ($res, $lines) = logged(sub { post('/warn', $three) });
+    is($res->{status}, 413, 'too many results: 413');
+    is(level_of($lines, qr/webhook body refused: more than 2 results/), 'warn',
+       'too many results: at warn where configured');
+
+    ($res, $lines) = logged(sub { post('/warn', $bad) });
+    is(level_of($lines, qr/1 of 1 results rejected/), 'warn',
+       'rejected results: at warn where configured');
+
+    ($res, $lines) = logged(sub { post('/error', 'not json') });
+    is(level_of($lines, qr/webhook body refused/), 'error',
+       'bad body: at error where configured');
+}
+
+# what the access log says of each request
+{
+    my $r1 = post('/webhook', $two);
+    is($r1->{body}, '{"accepted":1,"duplicates":0,"rejected":[{"index":1,"error":"missing messageId"}]}',
+       'a body with one stored and one rejected result');
+    my $r2 = post('/webhook', $two);
+    is($r2->{body}, '{"accepted":0,"duplicates":1,"rejected":[{"index":1,"error":"missing messageId"}]}',
+       'the same again: a duplicate');
+    my $many = json_encode({ results => [ map { tiktok_dlr(id => "al-$_") } 1 .. 5 ],
+                           });
+    post('/webhook', $many);
+    post('/webhook', $many);
+    post('/webhook', 'not json');
+    post('/webhook', $two, sig => 'bad');
+    $t->http(path => '/tiktok/status/lv-1');
+
+    # Redis frozen: the commands went out, the answer came at the timeout
+    $t->freeze_redis;
+    my $r3 = post('/webhook', json_encode({ results => [ tiktok_dlr(id => 'frozen') ] }));
+    $t->thaw_redis;
+    is($r3->{status}, 503, 'Redis frozen: 503');
+
+    sleep 0.1;
+    open my $fh, '<', $t->dir . '/access.log' or die $!;
+    my @log = grep { m{^/(webhook|tiktok)} } <$fh>;
+    chomp @log;
+
+    like($log[-8] // '', qr{^/webhook 200 a=1 d=0 r=1 t=\d+\.\d{3}$},
+         'access log: accepted, duplicates, rejected and the Redis time');
+    like($log[-7] // '', qr{^/webhook 200 a=0 d=1 r=1 t=\d+\.\d{3}$},
+         'access log: a duplicate');
+    like($log[-6] // '', qr{^/webhook 200 a=5 d=0 r=0 t=}, 'access log: five stored');
+    like($log[-5] // '', qr{^/webhook 200 a=0 d=5 r=0 t=}, 'access log: five duplicates');
+    is($log[-4] // '', '/webhook 400 a=- d=- r=- t=-',
+       'access log: a refused body got no counts and no Redis time');
+    is($log[-3] // '', '/webhook 401 a=- d=- r=- t=-',
+       'access log: a bad signature neither');
+    is($log[-2] // '', '/tiktok/status/lv-1 200 a=- d=- r=- t=-',
+       'access log: a lookup has no webhook counts');
+    my ($waited) = ($log[-1] // '') =~ m{^/webhook 503 a=- d=- r=- t=(\d+\.\d{3})$};
+    ok(defined $waited && $waited >= $timeout - 0.05 && $waited < $timeout + 5,
+       'access log: a 503 at the timeout says how long Redis was waited for')
+        or diag $log[-1];
+}
+
+$t->stop_nginx;
+$t->check_logs;
 
 done_testing;
