@@ -16,6 +16,9 @@
 #include "ngx_tiktok_reports_signature.h"
 
 
+#define NGX_TIKTOK_REPORTS_VERSION  "0.2.0"
+
+
 #define NGX_TIKTOK_REPORTS_SIG_UNSET  0
 #define NGX_TIKTOK_REPORTS_SIG_OFF    3
 
@@ -191,6 +194,7 @@ void ngx_tiktok_reports_metrics_redis_busy(void);
 void ngx_tiktok_reports_metrics_rtt(ngx_msec_t usec);
 #define NGX_TIKTOK_REPORTS_GONE  2
 void ngx_tiktok_reports_metrics_connected(ngx_uint_t store, ngx_uint_t state);
+void ngx_tiktok_reports_metrics_reconnect(void);
 ngx_msec_t ngx_tiktok_reports_usec(void);
 
 /* answers shared by the locations */

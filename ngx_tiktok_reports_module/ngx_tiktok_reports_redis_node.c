@@ -793,5 +793,7 @@ ngx_tiktok_reports_node_reconnect(ngx_event_t *ev)
         return;
     }
 
+    ngx_tiktok_reports_metrics_reconnect();
+
     (void) ngx_tiktok_reports_node_connect(node);
 }

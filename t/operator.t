@@ -1,7 +1,9 @@
 #!/usr/bin/perl
 # What an nginx operator expects: configuration errors at the line of the
 # directive at fault, client-caused refusals at a configurable log level,
-# and each request's outcome in the access log.
+# each request's outcome in the access log, and metrics a dashboard needs
+# (request durations, build info, reconnects, canonical bucket labels, no
+# silent caps) that promtool accepts.
 
 use strict;
 use warnings;
@@ -287,6 +289,9 @@ my $three = json_encode({ results => [ 0, 0, 0 ] });
     post('/webhook', $two, sig => 'bad');
     $t->http(path => '/tiktok/status/lv-1');
 
+    my ($m) = metrics();
+    is($m->{'tiktok_reports_redis_reconnects_total'}, 0, 'no reconnect yet');
+
     # Redis frozen: the commands went out, the answer came at the timeout
     $t->freeze_redis;
     my $r3 = post('/webhook', json_encode({ results => [ tiktok_dlr(id => 'frozen') ] }));
@@ -316,7 +321,138 @@ my $three = json_encode({ results => [ 0, 0, 0 ] });
         or diag $log[-1];
 }
 
+# --- metrics ------------------------------------------------------------------
+
+sub metrics {
+    my $r = $t->http(path => '/metrics');
+    my %m;
+    for (split /\n/, $r->{body}) {
+        next if /^#/;
+        my ($k, $v) = /^(\S+) (\S+)$/ or next;
+        $m{$k} = $v;
+    }
+    return (\%m, $r->{body});
+}
+
+# promtool, when there is one; CI (root) installs it and must not skip
+sub promtool_ok {
+    my ($t, $text, $name) = @_;
+    my $promtool = `sh -c 'command -v promtool'`;
+    chomp $promtool;
+    SKIP: {
+        skip 'promtool not installed (Debian package prometheus)', 1
+            if !$promtool && $> != 0;
+        my $f = $t->dir . '/metrics.txt';
+        open my $fh, '>', $f or die $!;
+        print $fh $text;
+        close $fh;
+        my $out = `promtool check metrics < $f 2>&1`;
+        ok($promtool && $? == 0 && $out eq '', "$name: promtool check metrics")
+            or diag($promtool ? $out : 'promtool missing');
+    }
+}
+
+{
+    my ($m, $text) = metrics();
+
+    # every webhook and lookup request is in the histogram
+    my $webhook = 0;
+    $webhook += $m->{$_} for grep { /^tiktok_reports_requests_total\{location="webhook"/ } keys %$m;
+    is($webhook, 14, 'every webhook request counted');
+    is($m->{'tiktok_reports_request_duration_seconds_count{location="webhook"}'}, $webhook,
+       'duration histogram: one observation per webhook request');
+    is($m->{'tiktok_reports_request_duration_seconds_bucket{location="webhook",le="+Inf"}'},
+       $webhook, 'duration histogram: +Inf holds them all');
+    is($m->{'tiktok_reports_request_duration_seconds_count{location="status"}'}, 1,
+       'duration histogram: the lookup');
+    ok($m->{'tiktok_reports_request_duration_seconds_sum{location="webhook"}'}
+       >= $timeout - 0.05,
+       'duration histogram: the sum includes the 503 at the timeout');
+    ok($m->{'tiktok_reports_request_duration_seconds_bucket{location="webhook",le="0.25"}'}
+       < $webhook, 'duration histogram: the slow one is above 0.25 s');
+
+    # canonical bounds: as Prometheus writes them
+    like($text, qr/^tiktok_reports_redis_rtt_seconds_bucket\{le="0\.0001"\} \d+$/m,
+         'le="0.0001", not 0.000100');
+    like($text, qr/^tiktok_reports_redis_rtt_seconds_bucket\{le="1"\} \d+$/m, 'le="1"');
+    like($text, qr/^tiktok_reports_request_duration_seconds_bucket\{location="webhook",le="0\.005"\} \d+$/m,
+         'le="0.005"');
+    unlike($text, qr/le="[^"]*\.\d*0"/, 'no bound with a trailing zero');
+
+    my ($info) = grep { /^tiktok_reports_build_info\{/ } keys %$m;
+    like($info // '', qr/^tiktok_reports_build_info\{version="\d+\.\d+\.\d+",nginx_version="\d+\.\d+\.\d+",hiredis_version="\d+\.\d+\.\d+"\}$/,
+         'build info: module, nginx and hiredis versions');
+    my ($pkg) = `head -1 $FindBin::Bin/../debian/changelog` =~ /\((\d+\.\d+\.\d+)/;
+    like($info // '', qr/\{version="\Q$pkg\E"/,
+         "build info: the version debian/changelog packages ($pkg)");
+    my $nginx = `nginx -v 2>&1`;
+    my ($nv) = $nginx =~ m{nginx/(\d+\.\d+\.\d+)};
+    like($info // '', qr/nginx_version="\Q$nv\E"/, "build info: nginx $nv");
+    is($m->{$info // ''}, 1, 'build info: 1');
+
+    is($m->{'tiktok_reports_metrics_overflow_total'}, 0, 'no overflow');
+    promtool_ok($t, $text, 'one worker');
+}
+
+# a reconnect is counted
+{
+    $t->stop_redis;
+    post('/webhook', $two);
+    sleep 0.5;
+    $t->start_redis;
+    my $ok;
+    for (1 .. 100) {
+        my $r = post('/webhook', $two);
+        $ok = 1, last if $r && $r->{status} == 200;
+        sleep 0.1;
+    }
+    ok($ok, 'stored again once Redis is back');
+    my ($m) = metrics();
+    ok($m->{'tiktok_reports_redis_reconnects_total'} >= 1,
+       "reconnects counted: $m->{'tiktok_reports_redis_reconnects_total'}");
+}
+
 $t->stop_nginx;
 $t->check_logs;
+
+# --- a cap of the shared zone is not silent -----------------------------------
+
+# nine Redis connections (one per database) where the gauge holds eight
+{
+    my $o = TikTokTest->new;
+    $o->start_redis;
+    my $locs = join '', map { <<"EOF" } 0 .. 8;
+        location = /w$_ {
+            tiktok_reports_webhook;
+            tiktok_reports_signature off;
+            tiktok_reports_redis_db $_;
+        }
+EOF
+    $o->start_nginx(server => $locs . <<'EOF');
+        location = /metrics { tiktok_reports_metrics; }
+EOF
+    my ($m, $text);
+    for (1 .. 100) {
+        my $r = $o->http(path => '/metrics');
+        $text = $r->{body};
+        last if $text =~ /^tiktok_reports_metrics_overflow_total [1-9]/m;
+        sleep 0.05;
+    }
+    like($text, qr/^tiktok_reports_metrics_overflow_total [1-9]\d*$/m,
+         'the ninth connection is counted as overflow');
+    is(scalar(() = $text =~ /^tiktok_reports_redis_connected\{/mg), 8,
+       'the gauge shows the eight it holds');
+    my $r = $o->http(method => 'POST', path => '/w8',
+                     headers => [ 'Content-Type' => 'application/json' ],
+                     body => json_encode({ results => [ tiktok_dlr(id => 'db8') ] }));
+    is($r->{status}, 200, 'the ninth Redis still serves');
+    my @w = grep { /tiktok_reports_redis_connected shows 64 workers and 8 Redis/ }
+            split /\n/, $o->error_log;
+    is(scalar @w, 1, 'logged once') or diag explain \@w;
+    like($w[0] // '', qr/\[warn\]/, 'at warn');
+    promtool_ok($o, $text, 'with an overflow');
+    $o->stop_nginx;
+    $o->check_logs;
+}
 
 done_testing;
