@@ -67,18 +67,20 @@ static ngx_http_handler_pt  ngx_tiktok_reports_handlers[] = {
     NULL,
     ngx_tiktok_reports_webhook_handler,
     ngx_tiktok_reports_status_handler,
-    ngx_tiktok_reports_metrics_handler
+    ngx_tiktok_reports_metrics_handler,
+    ngx_tiktok_reports_health_handler
 };
 
 static ngx_uint_t  ngx_tiktok_reports_roles[] = {
     NGX_TIKTOK_REPORTS_ROLE_NONE,
     NGX_TIKTOK_REPORTS_ROLE_WEBHOOK,
     NGX_TIKTOK_REPORTS_ROLE_STATUS,
-    NGX_TIKTOK_REPORTS_ROLE_METRICS
+    NGX_TIKTOK_REPORTS_ROLE_METRICS,
+    NGX_TIKTOK_REPORTS_ROLE_HEALTH
 };
 
 static const char  *ngx_tiktok_reports_role_names[] = {
-    "", "webhook", "status", "metrics"
+    "", "webhook", "status", "metrics", "health"
 };
 
 
@@ -201,6 +203,13 @@ static ngx_command_t  ngx_tiktok_reports_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       &ngx_tiktok_reports_roles[NGX_TIKTOK_REPORTS_ROLE_METRICS] },
+
+    { ngx_string("tiktok_reports_health"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_tiktok_reports_role,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      &ngx_tiktok_reports_roles[NGX_TIKTOK_REPORTS_ROLE_HEALTH] },
 
     { ngx_string("tiktok_reports_log_level"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -766,7 +775,7 @@ ngx_tiktok_reports_redis_password(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
-/* tiktok_reports_webhook, _status and _metrics: one role per location */
+/* tiktok_reports_webhook, _status, _metrics, _health: one role each */
 
 static char *
 ngx_tiktok_reports_role(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)

@@ -27,6 +27,7 @@
 #define NGX_TIKTOK_REPORTS_ROLE_WEBHOOK  1
 #define NGX_TIKTOK_REPORTS_ROLE_STATUS   2
 #define NGX_TIKTOK_REPORTS_ROLE_METRICS  3
+#define NGX_TIKTOK_REPORTS_ROLE_HEALTH   4
 
 
 typedef struct ngx_tiktok_reports_store_s  ngx_tiktok_reports_store_t;
@@ -170,6 +171,9 @@ ngx_int_t ngx_tiktok_reports_webhook_handler(ngx_http_request_t *r);
 
 /* the request's log values, created on first use; NULL: out of memory */
 ngx_tiktok_reports_ctx_t *ngx_tiktok_reports_get_ctx(ngx_http_request_t *r);
+
+/* the health location (ngx_tiktok_reports_health.c) */
+ngx_int_t ngx_tiktok_reports_health_handler(ngx_http_request_t *r);
 
 /* the lookup location (ngx_tiktok_reports_status.c) */
 ngx_int_t ngx_tiktok_reports_status_handler(ngx_http_request_t *r);

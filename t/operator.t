@@ -125,13 +125,13 @@ EOF
 EOF
           qr{"tiktok_reports_status": the location already has the role "webhook"} ],
 
-        [ 'metrics and a lookup in one location', '', <<'EOF',
+        [ 'metrics and health in one location', '', <<'EOF',
         location = /m {
             tiktok_reports_metrics;
-            tiktok_reports_status; # here
+            tiktok_reports_health; # here
         }
 EOF
-          qr{"tiktok_reports_status": the location already has the role "metrics"} ],
+          qr{"tiktok_reports_health": the location already has the role "metrics"} ],
 
         [ 'a log level nginx does not offer here', '', <<'EOF',
         location = /w {
@@ -162,6 +162,7 @@ EOF
             tiktok_reports_signature hmac-sha256;
             tiktok_reports_log_level error;
         }
+        location = /health { tiktok_reports_health; }
 EOF
     is($rc, 0, 'a good configuration with the new directives passes')
         or diag $out;
