@@ -1,7 +1,7 @@
 #!/usr/bin/perl
 # The health location: 200 while the worker can store, 503 while any Redis
-# it uses is down, reconnecting or refusing the handshake, and 200 again
-# once Redis is back; GET and HEAD only.
+# it uses is down, reconnecting, not through its handshake or refusing it,
+# and 200 again once Redis is back; GET and HEAD only.
 
 use strict;
 use warnings;
@@ -11,9 +11,14 @@ use Test::More;
 use Time::HiRes qw(sleep time);
 use TikTokTest;
 
+# how long a command may wait; a slow worker (valgrind) needs longer for
+# its handshake
+my $timeout = $ENV{TT_VALGRIND} ? 2 : 0.5;
+
 my $t = TikTokTest->new;
 $t->start_redis;
-$t->start_nginx(server => <<'EOF');
+$t->start_nginx(http => "    tiktok_reports_redis_timeout ${\ int($timeout * 1000)}ms;\n",
+                server => <<'EOF');
         location = /webhook {
             tiktok_reports_webhook;
             tiktok_reports_signature off;
@@ -102,6 +107,34 @@ sub health_until {
                      headers => [ 'Content-Type' => 'application/json' ],
                      body => json_encode({ results => [ tiktok_dlr(id => 'h-2') ] }));
     is($w->{status}, 200, 'and the webhook stores');
+}
+
+# Redis frozen: an idle connection looks fine until a command waits past
+# the timeout; then it is dropped, and a new one, open but with its
+# handshake unanswered, is not ready either
+{
+    $t->freeze_redis;
+    my $w = $t->http(method => 'POST', path => '/webhook',
+                     headers => [ 'Content-Type' => 'application/json' ],
+                     body => json_encode({ results => [ tiktok_dlr(id => 'h-3') ] }));
+    is($w->{status}, 503, 'Redis frozen: the webhook times out');
+
+    my (%codes, %states);
+    for (1 .. 20) {
+        my $r = $t->http(path => '/healthz');
+        $codes{ $r->{status} }++;
+        my $j = eval { json_decode($r->{body}) } || {};
+        $states{ $j->{redis}[0]{state} // '?' }++;
+        sleep 0.1;
+    }
+    is_deeply(\%codes, { 503 => 20 }, 'every probe 503 while Redis is frozen')
+        or diag explain \%states;
+    ok($states{connecting}, 'connected again, the handshake unanswered: "connecting"')
+        or diag explain \%states;
+
+    $t->thaw_redis;
+    my $r = health_until($t, 200);
+    is($r->{status}, 200, 'Redis thawed: 200 again');
 }
 
 $t->stop_nginx;
