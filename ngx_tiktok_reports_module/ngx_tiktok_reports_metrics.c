@@ -11,12 +11,17 @@
  */
 
 
+#include <nginx.h>
+
 #include "ngx_tiktok_reports_module.h"
 #include "ngx_tiktok_reports_redis.h"
 
 
 #define NGX_TIKTOK_REPORTS_CODES     10
 #define NGX_TIKTOK_REPORTS_BUCKETS   13
+#define NGX_TIKTOK_REPORTS_DURATIONS 13
+
+/* the connection gauge's fixed size; past it, counted and logged once */
 #define NGX_TIKTOK_REPORTS_WORKERS   64
 #define NGX_TIKTOK_REPORTS_STORES    8
 
@@ -31,6 +36,12 @@ typedef struct {
     ngx_atomic_t   rtt[NGX_TIKTOK_REPORTS_BUCKETS];
     ngx_atomic_t   rtt_count;
     ngx_atomic_t   rtt_usec;
+    ngx_atomic_t   duration[2][NGX_TIKTOK_REPORTS_DURATIONS];
+    ngx_atomic_t   duration_count[2];
+    ngx_atomic_t   duration_msec[2];
+    ngx_atomic_t   reconnects;
+    ngx_atomic_t   overflow;
+    ngx_atomic_t   overflow_logged;
     ngx_atomic_t   connected[NGX_TIKTOK_REPORTS_WORKERS]
                             [NGX_TIKTOK_REPORTS_STORES];
 } ngx_tiktok_reports_metrics_t;
@@ -39,6 +50,11 @@ typedef struct {
 static ngx_int_t ngx_tiktok_reports_metrics_init_zone(ngx_shm_zone_t *zone,
     void *data);
 static ngx_int_t ngx_tiktok_reports_metrics_log(ngx_http_request_t *r);
+static u_char *ngx_tiktok_reports_metrics_le(u_char *p, ngx_msec_t usec);
+static u_char *ngx_tiktok_reports_metrics_histogram(u_char *p,
+    const char *name, const char *location, ngx_msec_t *bounds,
+    ngx_atomic_t *buckets, ngx_uint_t n, ngx_msec_t scale,
+    ngx_atomic_uint_t sum, ngx_atomic_uint_t count);
 
 
 static ngx_tiktok_reports_metrics_t  *ngx_tiktok_reports_metrics;
@@ -59,6 +75,12 @@ static const char  *ngx_tiktok_reports_outcomes[] = {
 static ngx_msec_t  ngx_tiktok_reports_bounds[NGX_TIKTOK_REPORTS_BUCKETS] = {
     100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,
     1000000, 0
+};
+
+/* request durations in milliseconds (nginx's clock); the last is +Inf */
+static ngx_msec_t  ngx_tiktok_reports_durations[NGX_TIKTOK_REPORTS_DURATIONS]
+    = {
+    1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 0
 };
 
 
@@ -140,6 +162,8 @@ static ngx_int_t
 ngx_tiktok_reports_metrics_log(ngx_http_request_t *r)
 {
     ngx_uint_t                      loc, i, code;
+    ngx_time_t                     *tp;
+    ngx_msec_int_t                  ms;
     ngx_tiktok_reports_loc_conf_t  *tlcf;
 
     if (ngx_tiktok_reports_metrics == NULL) {
@@ -166,6 +190,25 @@ ngx_tiktok_reports_metrics_log(ngx_http_request_t *r)
 
     (void) ngx_atomic_fetch_add(
                           &ngx_tiktok_reports_metrics->requests[loc][i], 1);
+
+    /* as $request_time: from the first byte read to the last one sent */
+    tp = ngx_timeofday();
+    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                           + (tp->msec - r->start_msec));
+    ms = ngx_max(ms, 0);
+
+    for (i = 0; i < NGX_TIKTOK_REPORTS_DURATIONS - 1; i++) {
+        if ((ngx_msec_t) ms <= ngx_tiktok_reports_durations[i]) {
+            break;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(
+                          &ngx_tiktok_reports_metrics->duration[loc][i], 1);
+    (void) ngx_atomic_fetch_add(
+                          &ngx_tiktok_reports_metrics->duration_count[loc], 1);
+    (void) ngx_atomic_fetch_add(
+                          &ngx_tiktok_reports_metrics->duration_msec[loc], ms);
 
     return NGX_OK;
 }
@@ -214,6 +257,16 @@ ngx_tiktok_reports_metrics_redis_busy(void)
 
 
 void
+ngx_tiktok_reports_metrics_reconnect(void)
+{
+    if (ngx_tiktok_reports_metrics) {
+        (void) ngx_atomic_fetch_add(&ngx_tiktok_reports_metrics->reconnects,
+                                    1);
+    }
+}
+
+
+void
 ngx_tiktok_reports_metrics_rtt(ngx_msec_t usec)
 {
     ngx_uint_t  i;
@@ -245,16 +298,39 @@ ngx_tiktok_reports_metrics_rtt(ngx_msec_t usec)
 void
 ngx_tiktok_reports_metrics_connected(ngx_uint_t store, ngx_uint_t state)
 {
-    ngx_atomic_t  *slot;
+    ngx_atomic_t                  *slot;
+    ngx_tiktok_reports_metrics_t  *m;
 
-    if (ngx_tiktok_reports_metrics == NULL
-        || ngx_worker >= NGX_TIKTOK_REPORTS_WORKERS
-        || store >= NGX_TIKTOK_REPORTS_STORES)
-    {
+    m = ngx_tiktok_reports_metrics;
+
+    if (m == NULL) {
         return;
     }
 
-    slot = &ngx_tiktok_reports_metrics->connected[ngx_worker][store];
+    if (ngx_worker >= NGX_TIKTOK_REPORTS_WORKERS
+        || store >= NGX_TIKTOK_REPORTS_STORES)
+    {
+        if (state == NGX_TIKTOK_REPORTS_GONE) {
+            return;
+        }
+
+        /* the gauge cannot show it: say so in a counter, and once here */
+        (void) ngx_atomic_fetch_add(&m->overflow, 1);
+
+        if (ngx_atomic_cmp_set(&m->overflow_logged, 0, 1)) {
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "tiktok_reports: tiktok_reports_redis_connected "
+                          "shows %d workers and %d Redis servers at most; "
+                          "worker %ui, Redis #%ui are left out (counted in "
+                          "tiktok_reports_metrics_overflow_total)",
+                          NGX_TIKTOK_REPORTS_WORKERS,
+                          NGX_TIKTOK_REPORTS_STORES, ngx_worker, store + 1);
+        }
+
+        return;
+    }
+
+    slot = &m->connected[ngx_worker][store];
 
     if (state == NGX_TIKTOK_REPORTS_GONE) {
         if ((ngx_pid_t) (*slot >> 2) == ngx_pid) {
@@ -279,7 +355,6 @@ ngx_tiktok_reports_metrics_handler(ngx_http_request_t *r)
     size_t                            len;
     ngx_int_t                         rc;
     ngx_uint_t                        i, j, n;
-    ngx_atomic_uint_t                 cum;
     ngx_tiktok_reports_store_t      **stores;
     ngx_tiktok_reports_metrics_t     *m;
     ngx_tiktok_reports_main_conf_t   *tmcf;
@@ -305,7 +380,7 @@ ngx_tiktok_reports_metrics_handler(ngx_http_request_t *r)
     tmcf = ngx_http_get_module_main_conf(r, ngx_tiktok_reports_module);
     stores = tmcf->stores.elts;
 
-    len = 8192 + NGX_TIKTOK_REPORTS_WORKERS * NGX_TIKTOK_REPORTS_STORES * 128;
+    len = 16384 + NGX_TIKTOK_REPORTS_WORKERS * NGX_TIKTOK_REPORTS_STORES * 128;
 
     for (i = 0; i < tmcf->stores.nelts; i++) {
         len += NGX_TIKTOK_REPORTS_WORKERS * stores[i]->conf.name.len;
@@ -340,6 +415,22 @@ ngx_tiktok_reports_metrics_handler(ngx_http_request_t *r)
                                 m->requests[i][j]);
             }
         }
+    }
+
+    p = ngx_sprintf(p,
+        "# HELP tiktok_reports_request_duration_seconds Time from a request's "
+        "first byte to its answer's last, as $request_time.\n"
+        "# TYPE tiktok_reports_request_duration_seconds histogram\n");
+
+    for (i = 0; i < 2; i++) {
+        p = ngx_tiktok_reports_metrics_histogram(p,
+                                 "tiktok_reports_request_duration_seconds",
+                                 ngx_tiktok_reports_locations[i],
+                                 ngx_tiktok_reports_durations,
+                                 m->duration[i],
+                                 NGX_TIKTOK_REPORTS_DURATIONS, 1000,
+                                 m->duration_msec[i] * 1000,
+                                 m->duration_count[i]);
     }
 
     p = ngx_sprintf(p,
@@ -381,27 +472,30 @@ ngx_tiktok_reports_metrics_handler(ngx_http_request_t *r)
         m->signature_failures, m->redis_errors, m->redis_timeouts,
         m->redis_busy);
 
-    cum = 0;
+    p = ngx_tiktok_reports_metrics_histogram(p,
+                                 "tiktok_reports_redis_rtt_seconds", NULL,
+                                 ngx_tiktok_reports_bounds, m->rtt,
+                                 NGX_TIKTOK_REPORTS_BUCKETS, 1,
+                                 m->rtt_usec, m->rtt_count);
 
-    for (i = 0; i < NGX_TIKTOK_REPORTS_BUCKETS; i++) {
-        cum += m->rtt[i];
-
-        if (ngx_tiktok_reports_bounds[i]) {
-            p = ngx_sprintf(p, "tiktok_reports_redis_rtt_seconds_bucket"
-                            "{le=\"%ui.%06ui\"} %uA\n",
-                            ngx_tiktok_reports_bounds[i] / 1000000,
-                            ngx_tiktok_reports_bounds[i] % 1000000, cum);
-
-        } else {
-            p = ngx_sprintf(p, "tiktok_reports_redis_rtt_seconds_bucket"
-                            "{le=\"+Inf\"} %uA\n", cum);
-        }
-    }
-
-    p = ngx_sprintf(p, "tiktok_reports_redis_rtt_seconds_sum %uA.%06uA\n"
-                    "tiktok_reports_redis_rtt_seconds_count %uA\n",
-                    m->rtt_usec / 1000000, m->rtt_usec % 1000000,
-                    m->rtt_count);
+    p = ngx_sprintf(p,
+        "# HELP tiktok_reports_redis_reconnects_total Connections to Redis "
+        "opened again after one was lost, refused or timed out (attempts).\n"
+        "# TYPE tiktok_reports_redis_reconnects_total counter\n"
+        "tiktok_reports_redis_reconnects_total %uA\n"
+        "# HELP tiktok_reports_metrics_overflow_total Connection states "
+        "tiktok_reports_redis_connected could not show: it holds %d workers "
+        "and %d Redis servers.\n"
+        "# TYPE tiktok_reports_metrics_overflow_total counter\n"
+        "tiktok_reports_metrics_overflow_total %uA\n"
+        "# HELP tiktok_reports_build_info The module's version, and the "
+        "nginx and hiredis it was built with.\n"
+        "# TYPE tiktok_reports_build_info gauge\n"
+        "tiktok_reports_build_info{version=\"%s\",nginx_version=\"%s\","
+        "hiredis_version=\"%d.%d.%d\"} 1\n",
+        m->reconnects, NGX_TIKTOK_REPORTS_WORKERS, NGX_TIKTOK_REPORTS_STORES,
+        m->overflow, NGX_TIKTOK_REPORTS_VERSION, NGINX_VERSION,
+        HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
 
     p = ngx_sprintf(p,
         "# HELP tiktok_reports_redis_connected Whether each worker's "
@@ -424,4 +518,73 @@ ngx_tiktok_reports_metrics_handler(ngx_http_request_t *r)
     }
 
     return ngx_tiktok_reports_send(r, NGX_HTTP_OK, &type, body, p - body);
+}
+
+
+/*
+ * A histogram's series, with a location label or none.  bounds[i] * scale
+ * is a bucket's bound in microseconds, 0 the last one (+Inf); buckets are
+ * kept apart and added up here.  sum is in microseconds.
+ */
+
+static u_char *
+ngx_tiktok_reports_metrics_histogram(u_char *p, const char *name,
+    const char *location, ngx_msec_t *bounds, ngx_atomic_t *buckets,
+    ngx_uint_t n, ngx_msec_t scale, ngx_atomic_uint_t sum,
+    ngx_atomic_uint_t count)
+{
+    ngx_uint_t         i;
+    ngx_atomic_uint_t  cum;
+
+    cum = 0;
+
+    for (i = 0; i < n; i++) {
+        cum += buckets[i];
+
+        p = ngx_sprintf(p, "%s_bucket{", name);
+
+        if (location) {
+            p = ngx_sprintf(p, "location=\"%s\",", location);
+        }
+
+        if (bounds[i]) {
+            p = ngx_cpymem(p, "le=\"", 4);
+            p = ngx_tiktok_reports_metrics_le(p, bounds[i] * scale);
+            p = ngx_sprintf(p, "\"} %uA\n", cum);
+
+        } else {
+            p = ngx_sprintf(p, "le=\"+Inf\"} %uA\n", cum);
+        }
+    }
+
+    if (location) {
+        return ngx_sprintf(p, "%s_sum{location=\"%s\"} %uA.%06uA\n"
+                           "%s_count{location=\"%s\"} %uA\n",
+                           name, location, sum / 1000000, sum % 1000000,
+                           name, location, count);
+    }
+
+    return ngx_sprintf(p, "%s_sum %uA.%06uA\n%s_count %uA\n",
+                       name, sum / 1000000, sum % 1000000, name, count);
+}
+
+
+/* seconds as Prometheus writes a bound: 0.0001, 0.25, 1 (no trailing 0) */
+
+static u_char *
+ngx_tiktok_reports_metrics_le(u_char *p, ngx_msec_t usec)
+{
+    p = ngx_sprintf(p, "%M", usec / 1000000);
+
+    if (usec % 1000000 == 0) {
+        return p;
+    }
+
+    p = ngx_sprintf(p, ".%06M", usec % 1000000);
+
+    while (p[-1] == '0') {
+        p--;
+    }
+
+    return p;
 }

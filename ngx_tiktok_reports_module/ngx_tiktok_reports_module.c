@@ -28,6 +28,10 @@ static char *ngx_tiktok_reports_merge_transition(ngx_conf_t *cf,
 static char *ngx_tiktok_reports_merge_signature(ngx_conf_t *cf,
     ngx_tiktok_reports_loc_conf_t *conf);
 static void ngx_tiktok_reports_sig_cleanup(void *data);
+static void ngx_tiktok_reports_conf_pos(ngx_conf_t *cf,
+    ngx_tiktok_reports_conf_pos_t *pos);
+static void ngx_cdecl ngx_tiktok_reports_conf_error(ngx_conf_t *cf,
+    ngx_tiktok_reports_conf_pos_t *pos, const char *fmt, ...);
 static char *ngx_tiktok_reports_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_tiktok_reports_redis_password(ngx_conf_t *cf,
@@ -38,10 +42,21 @@ static char *ngx_tiktok_reports_role(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_tiktok_reports_signature(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_tiktok_reports_secret(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_tiktok_reports_secret_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static ngx_tiktok_reports_secret_t *ngx_tiktok_reports_secret_push(
+    ngx_conf_t *cf, ngx_tiktok_reports_loc_conf_t *tlcf);
 static char *ngx_tiktok_reports_positive(ngx_conf_t *cf, void *post,
     void *data);
+static char *ngx_tiktok_reports_timeout(ngx_conf_t *cf, void *post,
+    void *data);
+static ngx_int_t ngx_tiktok_reports_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_tiktok_reports_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_tiktok_reports_redis_time_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_tiktok_reports_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_tiktok_reports_init_process(ngx_cycle_t *cycle);
 static void ngx_tiktok_reports_exit_process(ngx_cycle_t *cycle);
@@ -52,14 +67,30 @@ static ngx_http_handler_pt  ngx_tiktok_reports_handlers[] = {
     NULL,
     ngx_tiktok_reports_webhook_handler,
     ngx_tiktok_reports_status_handler,
-    ngx_tiktok_reports_metrics_handler
+    ngx_tiktok_reports_metrics_handler,
+    ngx_tiktok_reports_health_handler
 };
 
 static ngx_uint_t  ngx_tiktok_reports_roles[] = {
     NGX_TIKTOK_REPORTS_ROLE_NONE,
     NGX_TIKTOK_REPORTS_ROLE_WEBHOOK,
     NGX_TIKTOK_REPORTS_ROLE_STATUS,
-    NGX_TIKTOK_REPORTS_ROLE_METRICS
+    NGX_TIKTOK_REPORTS_ROLE_METRICS,
+    NGX_TIKTOK_REPORTS_ROLE_HEALTH
+};
+
+static const char  *ngx_tiktok_reports_role_names[] = {
+    "", "webhook", "status", "metrics", "health"
+};
+
+
+/* client-caused refusals; nginx logs those at "info" by default */
+static ngx_conf_enum_t  ngx_tiktok_reports_log_levels[] = {
+    { ngx_string("info"), NGX_LOG_INFO },
+    { ngx_string("notice"), NGX_LOG_NOTICE },
+    { ngx_string("warn"), NGX_LOG_WARN },
+    { ngx_string("error"), NGX_LOG_ERR },
+    { ngx_null_string, 0 }
 };
 
 
@@ -73,6 +104,10 @@ static ngx_conf_num_bounds_t  ngx_tiktok_reports_maxlen_bounds = {
 
 static ngx_conf_post_t  ngx_tiktok_reports_positive_post = {
     ngx_tiktok_reports_positive
+};
+
+static ngx_conf_post_t  ngx_tiktok_reports_timeout_post = {
+    ngx_tiktok_reports_timeout
 };
 
 
@@ -104,7 +139,7 @@ static ngx_command_t  ngx_tiktok_reports_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_tiktok_reports_loc_conf_t, redis_timeout),
-      NULL },
+      &ngx_tiktok_reports_timeout_post },
 
     { ngx_string("tiktok_reports_redis_max_outstanding"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
@@ -169,6 +204,20 @@ static ngx_command_t  ngx_tiktok_reports_commands[] = {
       0,
       &ngx_tiktok_reports_roles[NGX_TIKTOK_REPORTS_ROLE_METRICS] },
 
+    { ngx_string("tiktok_reports_health"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_tiktok_reports_role,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      &ngx_tiktok_reports_roles[NGX_TIKTOK_REPORTS_ROLE_HEALTH] },
+
+    { ngx_string("tiktok_reports_log_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_tiktok_reports_loc_conf_t, log_level),
+      &ngx_tiktok_reports_log_levels },
+
     { ngx_string("tiktok_reports_signature"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
       ngx_tiktok_reports_signature,
@@ -178,9 +227,9 @@ static ngx_command_t  ngx_tiktok_reports_commands[] = {
 
     { ngx_string("tiktok_reports_secret"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_str_array_slot,
+      ngx_tiktok_reports_secret,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_tiktok_reports_loc_conf_t, secrets),
+      0,
       NULL },
 
     { ngx_string("tiktok_reports_secret_file"),
@@ -202,7 +251,7 @@ static ngx_command_t  ngx_tiktok_reports_commands[] = {
 
 
 static ngx_http_module_t  ngx_tiktok_reports_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_tiktok_reports_preconfiguration,   /* preconfiguration */
     ngx_tiktok_reports_postconfiguration,  /* postconfiguration */
 
     ngx_tiktok_reports_create_main_conf,   /* create main configuration */
@@ -234,6 +283,32 @@ ngx_module_t  ngx_tiktok_reports_module = {
 
 static ngx_str_t  ngx_tiktok_reports_default_redis =
     ngx_string("127.0.0.1:6379");
+
+
+/* for log_format: empty ("-") where the request did not get that far */
+static ngx_http_variable_t  ngx_tiktok_reports_variables[] = {
+
+    { ngx_string("tiktok_reports_accepted"), NULL,
+      ngx_tiktok_reports_variable,
+      offsetof(ngx_tiktok_reports_ctx_t, accepted),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("tiktok_reports_duplicates"), NULL,
+      ngx_tiktok_reports_variable,
+      offsetof(ngx_tiktok_reports_ctx_t, duplicates),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("tiktok_reports_rejected"), NULL,
+      ngx_tiktok_reports_variable,
+      offsetof(ngx_tiktok_reports_ctx_t, rejected),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("tiktok_reports_redis_time"), NULL,
+      ngx_tiktok_reports_redis_time_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
 
 
 static void *
@@ -277,7 +352,10 @@ ngx_tiktok_reports_create_loc_conf(ngx_conf_t *cf)
      *     conf->sig_digest = { 0, NULL };
      *     conf->sig_header = { 0, NULL };
      *     conf->sig = NULL;
+     *     conf->sig_pos = { NULL, 0 };
      *     conf->role = NGX_TIKTOK_REPORTS_ROLE_NONE;
+     *     conf->role_pos = { NULL, 0 };
+     *     conf->location = { 0, NULL };
      *     conf->store = NULL;
      */
 
@@ -291,6 +369,7 @@ ngx_tiktok_reports_create_loc_conf(ngx_conf_t *cf)
     conf->stream_maxlen = NGX_CONF_UNSET;
     conf->max_results = NGX_CONF_UNSET;
     conf->tolerance = NGX_CONF_UNSET;
+    conf->log_level = NGX_CONF_UNSET_UINT;
     conf->secrets = NGX_CONF_UNSET_PTR;
 
     return conf;
@@ -326,19 +405,14 @@ ngx_tiktok_reports_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->stream_maxlen, prev->stream_maxlen, 1000000);
     ngx_conf_merge_value(conf->max_results, prev->max_results, 10000);
     ngx_conf_merge_sec_value(conf->tolerance, prev->tolerance, 300);
+    ngx_conf_merge_uint_value(conf->log_level, prev->log_level, NGX_LOG_INFO);
     ngx_conf_merge_ptr_value(conf->secrets, prev->secrets, NULL);
 
     if (conf->sig_mode == NGX_TIKTOK_REPORTS_SIG_UNSET) {
         conf->sig_mode = prev->sig_mode;
         conf->sig_digest = prev->sig_digest;
         conf->sig_header = prev->sig_header;
-    }
-
-    if (conf->redis_timeout == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"tiktok_reports_redis_timeout\" must be "
-                           "greater than 0");
-        return NGX_CONF_ERROR;
+        conf->sig_pos = prev->sig_pos;
     }
 
     if (conf->role != NGX_TIKTOK_REPORTS_ROLE_WEBHOOK
@@ -466,14 +540,19 @@ ngx_tiktok_reports_merge_transition(ngx_conf_t *cf,
 }
 
 
+/*
+ * Reported at the line of the directive at fault, naming the location: a
+ * secret is only wrong for the signature mode of the location using it.
+ */
+
 static char *
 ngx_tiktok_reports_merge_signature(ngx_conf_t *cf,
     ngx_tiktok_reports_loc_conf_t *conf)
 {
-    char                 err[256];
-    ngx_str_t           *secret;
-    ngx_uint_t           i;
-    ngx_pool_cleanup_t  *cln;
+    char                          err[256];
+    ngx_uint_t                    i;
+    ngx_pool_cleanup_t           *cln;
+    ngx_tiktok_reports_secret_t  *secret;
 
     if (conf->sig_mode == NGX_TIKTOK_REPORTS_SIG_OFF) {
         return NGX_CONF_OK;
@@ -482,18 +561,12 @@ ngx_tiktok_reports_merge_signature(ngx_conf_t *cf,
     if (conf->sig_mode == NGX_TIKTOK_REPORTS_SIG_UNSET
         || conf->secrets == NULL || conf->secrets->nelts == 0)
     {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+        ngx_tiktok_reports_conf_error(cf, &conf->role_pos,
                            "\"tiktok_reports_webhook\" needs "
                            "\"tiktok_reports_signature\" with at least one "
                            "\"tiktok_reports_secret\", or "
-                           "\"tiktok_reports_signature off\"");
-        return NGX_CONF_ERROR;
-    }
-
-    if (conf->secrets->nelts > NGX_TIKTOK_REPORTS_SIG_MAX_KEYS) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "too many \"tiktok_reports_secret\" (at most %d)",
-                           NGX_TIKTOK_REPORTS_SIG_MAX_KEYS);
+                           "\"tiktok_reports_signature off\" "
+                           "for location \"%V\"", &conf->location);
         return NGX_CONF_ERROR;
     }
 
@@ -501,8 +574,10 @@ ngx_tiktok_reports_merge_signature(ngx_conf_t *cf,
                                              (char *) conf->sig_digest.data,
                                              err);
     if (conf->sig == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"tiktok_reports_signature\": %s", err);
+        ngx_tiktok_reports_conf_error(cf, &conf->sig_pos,
+                                      "\"tiktok_reports_signature\": %s "
+                                      "for location \"%V\"",
+                                      err, &conf->location);
         return NGX_CONF_ERROR;
     }
 
@@ -518,12 +593,15 @@ ngx_tiktok_reports_merge_signature(ngx_conf_t *cf,
     secret = conf->secrets->elts;
 
     for (i = 0; i < conf->secrets->nelts; i++) {
-        if (ngx_tiktok_reports_sig_conf_add_secret(conf->sig, secret[i].data,
-                                                   secret[i].len, err)
+        if (ngx_tiktok_reports_sig_conf_add_secret(conf->sig,
+                                                   secret[i].value.data,
+                                                   secret[i].value.len, err)
             != 0)
         {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"tiktok_reports_secret\": %s", err);
+            ngx_tiktok_reports_conf_error(cf, &secret[i].pos,
+                                          "\"tiktok_reports_secret\": %s "
+                                          "for location \"%V\"",
+                                          err, &conf->location);
             return NGX_CONF_ERROR;
         }
     }
@@ -536,6 +614,38 @@ static void
 ngx_tiktok_reports_sig_cleanup(void *data)
 {
     ngx_tiktok_reports_sig_conf_free(data);
+}
+
+
+static void
+ngx_tiktok_reports_conf_pos(ngx_conf_t *cf, ngx_tiktok_reports_conf_pos_t *pos)
+{
+    pos->file = cf->conf_file->file.name.data;
+    pos->line = cf->conf_file->line;
+}
+
+
+/* as ngx_conf_log_error(), but at a remembered directive's line */
+
+static void ngx_cdecl
+ngx_tiktok_reports_conf_error(ngx_conf_t *cf,
+    ngx_tiktok_reports_conf_pos_t *pos, const char *fmt, ...)
+{
+    u_char   *p;
+    va_list   args;
+    u_char    errstr[NGX_MAX_CONF_ERRSTR];
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(errstr, errstr + NGX_MAX_CONF_ERRSTR, fmt, args);
+    va_end(args);
+
+    if (pos->file == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%*s", p - errstr, errstr);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_EMERG, cf->log, 0, "%*s in %s:%ui",
+                  p - errstr, errstr, pos->file, pos->line);
 }
 
 
@@ -665,7 +775,7 @@ ngx_tiktok_reports_redis_password(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
-/* tiktok_reports_webhook, _status and _metrics: one role per location */
+/* tiktok_reports_webhook, _status, _metrics, _health: one role each */
 
 static char *
 ngx_tiktok_reports_role(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -675,15 +785,27 @@ ngx_tiktok_reports_role(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_uint_t                *role;
     ngx_http_core_loc_conf_t  *clcf;
 
-    if (tlcf->role != NGX_TIKTOK_REPORTS_ROLE_NONE) {
+    role = cmd->post;
+
+    if (tlcf->role == *role) {
         return "is duplicate";
     }
 
-    role = cmd->post;
+    /* one content handler per location: the second would replace it */
+    if (tlcf->role != NGX_TIKTOK_REPORTS_ROLE_NONE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": the location already has the role "
+                           "\"%s\"", &cmd->name,
+                           ngx_tiktok_reports_role_names[tlcf->role]);
+        return NGX_CONF_ERROR;
+    }
+
     tlcf->role = *role;
+    ngx_tiktok_reports_conf_pos(cf, &tlcf->role_pos);
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_tiktok_reports_handlers[*role];
+    tlcf->location = clcf->name;
 
     return NGX_CONF_OK;
 }
@@ -694,13 +816,16 @@ ngx_tiktok_reports_signature(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_tiktok_reports_loc_conf_t *tlcf = conf;
 
-    ngx_str_t  *value;
+    char                            err[256];
+    ngx_str_t                      *value;
+    ngx_tiktok_reports_sig_conf_t  *sc;
 
     if (tlcf->sig_mode != NGX_TIKTOK_REPORTS_SIG_UNSET) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
+    ngx_tiktok_reports_conf_pos(cf, &tlcf->sig_pos);
 
     if (ngx_strcmp(value[1].data, "off") == 0) {
         if (cf->args->nelts != 2) {
@@ -735,6 +860,18 @@ ngx_tiktok_reports_signature(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     tlcf->sig_digest.len = value[1].len - 5;
     ngx_str_set(&tlcf->sig_header, "X-Signature");
 
+    /* an unknown digest is refused here, at its line, used or not */
+    sc = ngx_tiktok_reports_sig_conf_create(NGX_TIKTOK_REPORTS_SIG_HMAC,
+                                            (char *) tlcf->sig_digest.data,
+                                            err);
+    if (sc == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"tiktok_reports_signature\": %s", err);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_tiktok_reports_sig_conf_free(sc);
+
     if (cf->args->nelts == 3) {
         if (value[2].len <= 7
             || ngx_strncmp(value[2].data, "header=", 7) != 0)
@@ -764,13 +901,14 @@ ngx_tiktok_reports_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_tiktok_reports_loc_conf_t *tlcf = conf;
 
-    u_char           *p, *last, *eol, *end;
-    off_t             size;
-    ssize_t           n;
-    ngx_fd_t          fd;
-    ngx_str_t        *value, *secret, name;
-    ngx_uint_t        found;
-    ngx_file_info_t   fi;
+    u_char                       *p, *last, *eol, *end;
+    off_t                         size;
+    ssize_t                       n;
+    ngx_fd_t                      fd;
+    ngx_str_t                    *value, name;
+    ngx_uint_t                    found;
+    ngx_file_info_t               fi;
+    ngx_tiktok_reports_secret_t  *secret;
 
     value = cf->args->elts;
     name = value[1];
@@ -813,13 +951,6 @@ ngx_tiktok_reports_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (tlcf->secrets == NGX_CONF_UNSET_PTR) {
-        tlcf->secrets = ngx_array_create(cf->pool, 4, sizeof(ngx_str_t));
-        if (tlcf->secrets == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
     found = 0;
     last = p + n;
 
@@ -838,13 +969,13 @@ ngx_tiktok_reports_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (end > p && *p != '#') {
-            secret = ngx_array_push(tlcf->secrets);
+            secret = ngx_tiktok_reports_secret_push(cf, tlcf);
             if (secret == NULL) {
                 return NGX_CONF_ERROR;
             }
 
-            secret->data = p;
-            secret->len = end - p;
+            secret->value.data = p;
+            secret->value.len = end - p;
             found++;
         }
 
@@ -862,6 +993,72 @@ ngx_tiktok_reports_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* tiktok_reports_secret: repeatable; a level's own replace those above */
+
+static char *
+ngx_tiktok_reports_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_tiktok_reports_loc_conf_t *tlcf = conf;
+
+    ngx_str_t                    *value;
+    ngx_tiktok_reports_secret_t  *secret;
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0) {
+        return "must not be empty";
+    }
+
+    secret = ngx_tiktok_reports_secret_push(cf, tlcf);
+    if (secret == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    secret->value = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * One more secret of this level, remembered with its line.  Levels never
+ * add up, so the count is complete here and too many is refused at once.
+ */
+
+static ngx_tiktok_reports_secret_t *
+ngx_tiktok_reports_secret_push(ngx_conf_t *cf,
+    ngx_tiktok_reports_loc_conf_t *tlcf)
+{
+    ngx_str_t                    *name;
+    ngx_tiktok_reports_secret_t  *secret;
+
+    if (tlcf->secrets == NGX_CONF_UNSET_PTR) {
+        tlcf->secrets = ngx_array_create(cf->pool, 4,
+                                         sizeof(ngx_tiktok_reports_secret_t));
+        if (tlcf->secrets == NULL) {
+            return NULL;
+        }
+    }
+
+    if (tlcf->secrets->nelts == NGX_TIKTOK_REPORTS_SIG_MAX_KEYS) {
+        name = cf->args->elts;
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": too many secrets (at most %d)",
+                           &name[0], NGX_TIKTOK_REPORTS_SIG_MAX_KEYS);
+        return NULL;
+    }
+
+    secret = ngx_array_push(tlcf->secrets);
+    if (secret == NULL) {
+        return NULL;
+    }
+
+    ngx_tiktok_reports_conf_pos(cf, &secret->pos);
+
+    return secret;
+}
+
+
 /* a number of at least 1, refused with the directive's name otherwise */
 
 static char *
@@ -874,6 +1071,128 @@ ngx_tiktok_reports_positive(ngx_conf_t *cf, void *post, void *data)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/* refused at the directive's line: a request could never wait for Redis */
+
+static char *
+ngx_tiktok_reports_timeout(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_msec_t  *mp = data;
+
+    if (*mp == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"tiktok_reports_redis_timeout\" must be "
+                           "greater than 0");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_tiktok_reports_preconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_tiktok_reports_variables; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_tiktok_reports_ctx_t *
+ngx_tiktok_reports_get_ctx(ngx_http_request_t *r)
+{
+    ngx_tiktok_reports_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_tiktok_reports_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_tiktok_reports_ctx_t));
+        if (ctx == NULL) {
+            return NULL;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_tiktok_reports_module);
+    }
+
+    return ctx;
+}
+
+
+/* the counts of a 200 answer of the webhook */
+
+static ngx_int_t
+ngx_tiktok_reports_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                    *p;
+    ngx_tiktok_reports_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_tiktok_reports_module);
+
+    if (ctx == NULL || !ctx->counted) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = ngx_sprintf(p, "%ui", *(ngx_uint_t *) ((char *) ctx + data)) - p;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    v->data = p;
+
+    return NGX_OK;
+}
+
+
+/* from the first command sent to the answer, as $upstream_response_time */
+
+static ngx_int_t
+ngx_tiktok_reports_redis_time_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                    *p;
+    ngx_msec_t                 ms;
+    ngx_tiktok_reports_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_tiktok_reports_module);
+
+    if (ctx == NULL || !ctx->redis) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN + 4);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ms = ctx->redis_time / 1000;
+
+    v->len = ngx_sprintf(p, "%T.%03M", (time_t) (ms / 1000), ms % 1000) - p;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    v->data = p;
+
+    return NGX_OK;
 }
 
 

@@ -16,6 +16,9 @@
 #include "ngx_tiktok_reports_signature.h"
 
 
+#define NGX_TIKTOK_REPORTS_VERSION  "0.2.0"
+
+
 #define NGX_TIKTOK_REPORTS_SIG_UNSET  0
 #define NGX_TIKTOK_REPORTS_SIG_OFF    3
 
@@ -24,6 +27,7 @@
 #define NGX_TIKTOK_REPORTS_ROLE_WEBHOOK  1
 #define NGX_TIKTOK_REPORTS_ROLE_STATUS   2
 #define NGX_TIKTOK_REPORTS_ROLE_METRICS  3
+#define NGX_TIKTOK_REPORTS_ROLE_HEALTH   4
 
 
 typedef struct ngx_tiktok_reports_store_s  ngx_tiktok_reports_store_t;
@@ -70,6 +74,22 @@ typedef struct {
 } ngx_tiktok_reports_main_conf_t;
 
 
+/*
+ * Where a directive was written: errors found only when the configuration
+ * is merged are reported there, as nginx's own modules do.
+ */
+typedef struct {
+    u_char                         *file;
+    ngx_uint_t                      line;
+} ngx_tiktok_reports_conf_pos_t;
+
+
+typedef struct {
+    ngx_str_t                       value;
+    ngx_tiktok_reports_conf_pos_t   pos;
+} ngx_tiktok_reports_secret_t;
+
+
 typedef struct {
     ngx_url_t                      *redis;
     ngx_str_t                       redis_user;
@@ -84,19 +104,38 @@ typedef struct {
     ngx_int_t                       stream_maxlen;
     ngx_int_t                       max_results;
     time_t                          tolerance;
+    ngx_uint_t                      log_level;  /* client-caused refusals */
 
     ngx_uint_t                      sig_mode;
     ngx_str_t                       sig_digest;
     ngx_str_t                       sig_header;
-    ngx_array_t                    *secrets;    /* ngx_str_t */
+    ngx_tiktok_reports_conf_pos_t   sig_pos;
+    ngx_array_t                    *secrets;  /* ngx_tiktok_reports_secret_t */
     ngx_tiktok_reports_sig_conf_t  *sig;
 
     ngx_uint_t                      role;      /* set here, not inherited */
+    ngx_tiktok_reports_conf_pos_t   role_pos;
+    ngx_str_t                       location;  /* the role's, for errors */
 
     ngx_tiktok_reports_store_t     *store;
     ngx_tiktok_reports_redis_limits_t  limits;
     ngx_tiktok_reports_store_opts_t transition;
 } ngx_tiktok_reports_loc_conf_t;
+
+
+/*
+ * What a request's access log line can tell ($tiktok_reports_*): the
+ * counts of a 200 answer, and how long the request waited for Redis.
+ */
+typedef struct {
+    ngx_uint_t                      accepted;
+    ngx_uint_t                      duplicates;
+    ngx_uint_t                      rejected;
+    ngx_msec_t                      redis_start;   /* us, monotonic */
+    ngx_msec_t                      redis_time;    /* us */
+    unsigned                        counted:1;
+    unsigned                        redis:1;
+} ngx_tiktok_reports_ctx_t;
 
 
 typedef struct ngx_tiktok_reports_wait_s  ngx_tiktok_reports_wait_t;
@@ -130,6 +169,12 @@ void ngx_tiktok_reports_wait_done(ngx_tiktok_reports_wait_t *w,
 /* the webhook (ngx_tiktok_reports_webhook.c) */
 ngx_int_t ngx_tiktok_reports_webhook_handler(ngx_http_request_t *r);
 
+/* the request's log values, created on first use; NULL: out of memory */
+ngx_tiktok_reports_ctx_t *ngx_tiktok_reports_get_ctx(ngx_http_request_t *r);
+
+/* the health location (ngx_tiktok_reports_health.c) */
+ngx_int_t ngx_tiktok_reports_health_handler(ngx_http_request_t *r);
+
 /* the lookup location (ngx_tiktok_reports_status.c) */
 ngx_int_t ngx_tiktok_reports_status_handler(ngx_http_request_t *r);
 
@@ -153,6 +198,7 @@ void ngx_tiktok_reports_metrics_redis_busy(void);
 void ngx_tiktok_reports_metrics_rtt(ngx_msec_t usec);
 #define NGX_TIKTOK_REPORTS_GONE  2
 void ngx_tiktok_reports_metrics_connected(ngx_uint_t store, ngx_uint_t state);
+void ngx_tiktok_reports_metrics_reconnect(void);
 ngx_msec_t ngx_tiktok_reports_usec(void);
 
 /* answers shared by the locations */

@@ -105,6 +105,7 @@ struct ngx_tiktok_reports_node_s {
     ngx_event_t                       reconnect;
     ngx_event_t                       flush;       /* posted */
 
+    unsigned                          ready:1;     /* handshake done */
     unsigned                          handshake_failed:1;
     unsigned                          down_logged:1;
     unsigned                          busy_logged:1;
@@ -122,6 +123,14 @@ ngx_int_t ngx_tiktok_reports_node_command(ngx_tiktok_reports_node_t *node,
     ngx_tiktok_reports_node_reply_pt handler, void *data,
     ngx_tiktok_reports_node_wanted_pt wanted, ngx_msec_t timeout, int argc,
     const char **argv, const size_t *argvlen);
+
+/*
+ * For a health check: NGX_OK when the connection is up and its handshake
+ * done, so that a command sent now can be served; otherwise NGX_DECLINED.
+ * *state says which in a word or two, *outstanding how many commands wait.
+ */
+ngx_int_t ngx_tiktok_reports_node_state(ngx_tiktok_reports_node_t *node,
+    const char **state, ngx_uint_t *outstanding);
 
 
 /* store (ngx_tiktok_reports_redis_store.c) */

@@ -322,6 +322,7 @@ ngx_tiktok_reports_node_connect(ngx_tiktok_reports_node_t *node)
     u_char     why[NGX_MAX_ERROR_STR], *p;
     ngx_err_t  err;
 
+    node->ready = 0;
     node->handshake_failed = 0;
 
     if (ngx_tiktok_reports_conn_open(&node->conn, node->conf, node->log,
@@ -443,11 +444,13 @@ ngx_tiktok_reports_node_handshake_reply(ngx_tiktok_reports_node_t *node,
          * its replies come from the wrong database
          */
         node->handshake_failed = 1;
+        node->ready = 0;
         ngx_tiktok_reports_node_failed(node, (char *) why);
         return;
     }
 
     if (ngx_strcmp((char *) data, "SCRIPT LOAD") == 0) {
+        node->ready = 1;
         ngx_tiktok_reports_metrics_connected(node->index, 1);
         node->backoff = NGX_TIKTOK_REPORTS_BACKOFF_MIN;
 
@@ -662,6 +665,7 @@ ngx_tiktok_reports_node_lost(ngx_tiktok_reports_node_t *node,
         ngx_tiktok_reports_metrics_connected(node->index, 0);
     }
 
+    node->ready = 0;
     ngx_tiktok_reports_conn_close(&node->conn);
 
     if (node->watchdog.timer_set) {
@@ -793,5 +797,35 @@ ngx_tiktok_reports_node_reconnect(ngx_event_t *ev)
         return;
     }
 
+    ngx_tiktok_reports_metrics_reconnect();
+
     (void) ngx_tiktok_reports_node_connect(node);
+}
+
+
+ngx_int_t
+ngx_tiktok_reports_node_state(ngx_tiktok_reports_node_t *node,
+    const char **state, ngx_uint_t *outstanding)
+{
+    *outstanding = node->pending;
+
+    if (node->ready && node->conn.peer.connection) {
+        *state = "connected";
+        return NGX_OK;
+    }
+
+    if (node->handshake_failed) {
+        *state = "handshake failed";
+
+    } else if (node->conn.peer.connection) {
+        *state = "connecting";
+
+    } else if (node->reconnect.timer_set) {
+        *state = "reconnecting";
+
+    } else {
+        *state = "disconnected";
+    }
+
+    return NGX_DECLINED;
 }

@@ -175,7 +175,7 @@ ngx_tiktok_reports_webhook_body(ngx_http_request_t *r)
         if (rc != NGX_OK) {
             ngx_tiktok_reports_metrics_signature_failure();
 
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+            ngx_log_error(tlcf->log_level, r->connection->log, 0,
                           "tiktok_reports: webhook refused: %s", error);
 
             ngx_http_finalize_request(r,
@@ -216,7 +216,7 @@ ngx_tiktok_reports_webhook_body(ngx_http_request_t *r)
                                               (u_char *) error,
                                               ngx_strlen(error));
 
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+            ngx_log_error(tlcf->log_level, r->connection->log, 0,
                           "tiktok_reports: webhook body refused: %*s",
                           n, text);
 
@@ -464,11 +464,17 @@ ngx_tiktok_reports_webhook_store(ngx_http_request_t *r,
     int64_t                      now;
     ngx_int_t                    rc;
     ngx_time_t                  *tp;
+    ngx_tiktok_reports_ctx_t    *ctx;
     ngx_tiktok_reports_wait_t   *w;
     ngx_tiktok_reports_batch_t  *batch;
 
     batch = ngx_pcalloc(r->pool, sizeof(ngx_tiktok_reports_batch_t));
     if (batch == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx = ngx_tiktok_reports_get_ctx(r);
+    if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -492,6 +498,8 @@ ngx_tiktok_reports_webhook_store(ngx_http_request_t *r,
 
     /* the calls go out in one pipeline; replies come back in order */
 
+    ctx->redis_start = ngx_tiktok_reports_usec();
+
     rc = ngx_tiktok_reports_store_transitions(tlcf->store, &tlcf->transition,
                                               &tlcf->limits, now, res, n,
                                               ngx_tiktok_reports_webhook_done,
@@ -501,6 +509,7 @@ ngx_tiktok_reports_webhook_store(ngx_http_request_t *r,
     }
 
     w->outstanding += sent;
+    ctx->redis = (sent > 0);
 
     return ngx_tiktok_reports_wait_start(w, tlcf->limits.timeout);
 }
@@ -529,10 +538,11 @@ static void
 ngx_tiktok_reports_webhook_log_rejected(ngx_http_request_t *r,
     ngx_tiktok_reports_batch_t *batch)
 {
-    size_t                        i, n, len;
-    u_char                       *p, *last;
-    u_char                        line[512], id[80];
-    ngx_tiktok_reports_result_t  *res;
+    size_t                          i, n, len;
+    u_char                         *p, *last;
+    u_char                          line[512], id[80];
+    ngx_tiktok_reports_result_t    *res;
+    ngx_tiktok_reports_loc_conf_t  *tlcf;
 
     res = batch->results;
 
@@ -569,7 +579,9 @@ ngx_tiktok_reports_webhook_log_rejected(ngx_http_request_t *r,
         p = ngx_slprintf(p, last, "; ...");
     }
 
-    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+    tlcf = ngx_http_get_module_loc_conf(r, ngx_tiktok_reports_module);
+
+    ngx_log_error(tlcf->log_level, r->connection->log, 0,
                   "tiktok_reports: %uz of %uz results rejected:%*s",
                   n, batch->nresults, (size_t) (p - line), line);
 }
@@ -613,11 +625,20 @@ ngx_tiktok_reports_webhook_answer(ngx_http_request_t *r,
 {
     size_t                        i, len;
     u_char                       *body, *p;
+    ngx_uint_t                    rejected;
+    ngx_tiktok_reports_ctx_t     *ctx;
     ngx_tiktok_reports_batch_t   *batch;
     ngx_tiktok_reports_result_t  *res;
 
     batch = w->data;
     res = batch->results;
+
+    /* the last reply came, or the timeout: what Redis took of the request */
+    ctx = ngx_http_get_module_ctx(r, ngx_tiktok_reports_module);
+
+    if (ctx && ctx->redis) {
+        ctx->redis_time = ngx_tiktok_reports_usec() - ctx->redis_start;
+    }
 
     /* the parser's refusals and those of Redis's replies that came */
     ngx_tiktok_reports_webhook_log_rejected(r, batch);
@@ -629,9 +650,11 @@ ngx_tiktok_reports_webhook_answer(ngx_http_request_t *r,
 
     len = sizeof("{\"accepted\":,\"duplicates\":,\"rejected\":[]}") - 1
           + 2 * NGX_INT_T_LEN;
+    rejected = 0;
 
     for (i = 0; i < batch->nresults; i++) {
         if (res[i].error) {
+            rejected++;
             len += sizeof("{\"index\":,\"error\":},") - 1 + NGX_SIZE_T_LEN
                    + ngx_tiktok_reports_json_string_len(
                          (u_char *) res[i].error, ngx_strlen(res[i].error));
@@ -641,6 +664,13 @@ ngx_tiktok_reports_webhook_answer(ngx_http_request_t *r,
     body = ngx_pnalloc(r->pool, len);
     if (body == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx) {
+        ctx->counted = 1;
+        ctx->accepted = batch->accepted;
+        ctx->duplicates = batch->duplicates;
+        ctx->rejected = rejected;
     }
 
     p = ngx_sprintf(body,

@@ -11,7 +11,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use TikTokTest;
 
-# the forged line is in the log, escaped, inside a [warn] line
+# the forged line is in the log, escaped, inside an [info] line
 my $t = TikTokTest->new(allow_log => qr/forged line/);
 $t->start_redis;
 $t->start_nginx(http => "    tiktok_reports_redis_timeout 5s;\n",
@@ -170,11 +170,11 @@ run_cases($t,
     );
 }
 
-# a refusal for size is one warning
+# a refusal for size is one line, at info (client-caused)
 {
     my ($res, $lines) = logged(sub { post('/three', '{"results":[0,0,0,0]}') });
     is($res->{status}, 413, 'refused for size');
-    my @w = grep { /\[warn\]/ } @$lines;
+    my @w = grep { /\[info\]/ } @$lines;
     is(scalar @w, 1, 'one line logged for it') or diag explain $lines;
     like($w[0] // '', qr/tiktok_reports: webhook body refused: more than 3 results/,
          'the line says why');
@@ -194,8 +194,8 @@ run_cases($t,
     my @r = grep { /rejected/ } @$lines;
     is(scalar @r, 1, 'one log line for 10 000 rejected results')
         or diag scalar(@r) . ' lines';
-    like($r[0] // '', qr/\[warn\] .*tiktok_reports: 10000 of 10000 results rejected: /,
-         'at warn, with the count');
+    like($r[0] // '', qr/\[info\] .*tiktok_reports: 10000 of 10000 results rejected: /,
+         'at info, with the count');
     like($r[0] // '', qr/: result 0: result is not an object; result 1: result is not an object; result 2: result is not an object; \.\.\.,/,
          'the first three, then "..."');
     unlike($r[0] // '', qr/result 3:/, 'no fourth one');
