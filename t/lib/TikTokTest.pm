@@ -207,10 +207,6 @@ sub nginx_conf {
         s/%%REDIS_PORT%%/$self->{redis_port}/g;
         s/%%DIR%%/$d/g;
     }
-    # under valgrind a worker's first connection and script load can take
-    # longer than the 1 s default; tests that time things set their own
-    $http = "    tiktok_reports_redis_timeout 5s;\n$http"
-        if $ENV{TT_VALGRIND} && $http !~ /tiktok_reports_redis_timeout/;
     my $main = $opt{main} || '';
     # before: main-context lines ahead of our load_module (other modules first)
     my $before = $opt{before} || '';
