@@ -13,8 +13,9 @@
 
 #include <nginx.h>
 
+#include <hiredis/hiredis.h>     /* its version, for build_info */
+
 #include "ngx_tiktok_reports_module.h"
-#include "ngx_tiktok_reports_redis.h"
 
 
 #define NGX_TIKTOK_REPORTS_CODES     10
@@ -355,7 +356,7 @@ ngx_tiktok_reports_metrics_handler(ngx_http_request_t *r)
     size_t                            len;
     ngx_int_t                         rc;
     ngx_uint_t                        i, j, n;
-    ngx_tiktok_reports_store_t      **stores;
+    ngx_str_t                       **names;
     ngx_tiktok_reports_metrics_t     *m;
     ngx_tiktok_reports_main_conf_t   *tmcf;
 
@@ -378,12 +379,12 @@ ngx_tiktok_reports_metrics_handler(ngx_http_request_t *r)
     }
 
     tmcf = ngx_http_get_module_main_conf(r, ngx_tiktok_reports_module);
-    stores = tmcf->stores.elts;
+    names = tmcf->names.elts;
 
     len = 16384 + NGX_TIKTOK_REPORTS_WORKERS * NGX_TIKTOK_REPORTS_STORES * 128;
 
-    for (i = 0; i < tmcf->stores.nelts; i++) {
-        len += NGX_TIKTOK_REPORTS_WORKERS * stores[i]->conf.name.len;
+    for (i = 0; i < tmcf->names.nelts; i++) {
+        len += NGX_TIKTOK_REPORTS_WORKERS * names[i]->len;
     }
 
     body = ngx_pnalloc(r->pool, len);
@@ -502,7 +503,7 @@ ngx_tiktok_reports_metrics_handler(ngx_http_request_t *r)
         "connection to each Redis is up.\n"
         "# TYPE tiktok_reports_redis_connected gauge\n");
 
-    n = ngx_min(tmcf->stores.nelts, NGX_TIKTOK_REPORTS_STORES);
+    n = ngx_min(tmcf->names.nelts, NGX_TIKTOK_REPORTS_STORES);
 
     for (i = 0; i < NGX_TIKTOK_REPORTS_WORKERS; i++) {
         for (j = 0; j < n; j++) {
@@ -512,7 +513,7 @@ ngx_tiktok_reports_metrics_handler(ngx_http_request_t *r)
 
             p = ngx_sprintf(p, "tiktok_reports_redis_connected"
                             "{worker=\"%ui\",redis=\"%V\"} %d\n",
-                            i, &stores[j]->conf.name,
+                            i, names[j],
                             (m->connected[i][j] & 3) == 1 ? 1 : 0);
         }
     }
@@ -587,4 +588,17 @@ ngx_tiktok_reports_metrics_le(u_char *p, ngx_msec_t usec)
     }
 
     return p;
+}
+
+
+/* a monotonic clock in microseconds, for Redis round trips */
+
+ngx_msec_t
+ngx_tiktok_reports_usec(void)
+{
+    struct timespec  ts;
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (ngx_msec_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }

@@ -71,6 +71,8 @@ typedef struct {
 
 typedef struct {
     ngx_array_t                     stores;   /* ngx_tiktok_reports_store_t * */
+    ngx_array_t                     names;    /* ngx_str_t *: each store's
+                                                 Redis, as configured */
 } ngx_tiktok_reports_main_conf_t;
 
 
@@ -181,7 +183,10 @@ ngx_int_t ngx_tiktok_reports_status_handler(ngx_http_request_t *r);
 typedef ngx_int_t (*ngx_tiktok_reports_chunk_pt)(void *data, u_char *p,
     size_t len);
 
-/* the request body chunk by chunk, from memory or the temp file */
+/*
+ * the request body chunk by chunk, from memory or the temp file
+ * (ngx_tiktok_reports_request.c)
+ */
 ngx_int_t ngx_tiktok_reports_body_each(ngx_http_request_t *r,
     ngx_tiktok_reports_chunk_pt handler, void *data);
 
@@ -201,7 +206,7 @@ void ngx_tiktok_reports_metrics_connected(ngx_uint_t store, ngx_uint_t state);
 void ngx_tiktok_reports_metrics_reconnect(void);
 ngx_msec_t ngx_tiktok_reports_usec(void);
 
-/* answers shared by the locations */
+/* answers shared by the locations (ngx_tiktok_reports_json.c) */
 ngx_int_t ngx_tiktok_reports_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *type, u_char *body, size_t len);
 ngx_int_t ngx_tiktok_reports_send_json(ngx_http_request_t *r,
@@ -213,7 +218,10 @@ ngx_int_t ngx_tiktok_reports_send_not_allowed(ngx_http_request_t *r,
 u_char *ngx_tiktok_reports_json_string(u_char *p, u_char *s, size_t len);
 size_t ngx_tiktok_reports_json_string_len(u_char *s, size_t len);
 
-/* request-derived text for a log line, into dst (size >= 3); its length */
+/*
+ * request-derived text for a log line, into dst (size >= 3); its length
+ * (ngx_tiktok_reports_request.c)
+ */
 size_t ngx_tiktok_reports_log_escape(u_char *dst, size_t size, u_char *src,
     size_t len);
 

@@ -215,6 +215,7 @@ ngx_tiktok_reports_store_get(ngx_conf_t *cf,
     u_char                            md[EVP_MAX_MD_SIZE];
     unsigned int                      mdlen;
     ngx_uint_t                        i;
+    ngx_str_t                       **name;
     ngx_tiktok_reports_store_t      **stores, *store, **slot;
     ngx_tiktok_reports_main_conf_t   *tmcf;
 
@@ -275,6 +276,14 @@ ngx_tiktok_reports_store_get(ngx_conf_t *cf,
     }
 
     *slot = store;
+
+    /* the metrics label connections with it, in the same order */
+    name = ngx_array_push(&tmcf->names);
+    if (name == NULL) {
+        return NULL;
+    }
+
+    *name = &store->conf.name;
 
     return store;
 }
