@@ -14,6 +14,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use TikTokTest;
+use ThrottleProxy;
 
 my $t = TikTokTest->new;
 my $d = $t->dir;
@@ -213,6 +214,50 @@ is($j->{results}[999]{messageId}, 'big-1000', 'in order');
 $r = post('/ok', @ids);
 is($r->{body}, '{"accepted":0,"duplicates":2000,"rejected":[]}',
    'the same 2000 again: duplicates');
+
+# --- a slow Redis: the SSL layer keeps what the socket does not take ----------
+
+my $proxy = ThrottleProxy->new(redis_port => $tls, rate => 1e9,
+                               lifetime => 60);
+my $slow = $proxy->port;
+$t->stop_nginx;
+$t->start_nginx(server => server_conf() . <<"EOF");
+        location = /slow {
+            tiktok_reports_redis 127.0.0.1:$slow;
+            tiktok_reports_redis_ssl on;
+            $ca
+            tiktok_reports_redis_ssl_name localhost;
+            tiktok_reports_redis_timeout 20s;
+            tiktok_reports_keep_reports on;
+            tiktok_reports_webhook;
+            tiktok_reports_signature off;
+        }
+EOF
+
+$r = post('/slow', 'slow-0');
+is($r->{status}, 200, 'through the proxy: 200');
+
+# Redis stops reading: the socket fills, the SSL layer keeps the rest of
+# the records until the socket takes them
+$proxy->pause;
+@ids = map { "slow-$_" } 1 .. 6000;
+my $body = json_encode({ results => [ map { tiktok_dlr(id => $_) } @ids ] });
+my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                              PeerPort => $t->http_port) or die $!;
+print $s "POST /slow HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+    . "Content-Type: application/json\r\n"
+    . 'Content-Length: ' . length($body) . "\r\n\r\n" . $body;
+select undef, undef, undef, 1;
+is($t->redis("EXISTS", "tiktok:msg:{slow-6000}"), 0, "held up meanwhile");
+$proxy->resume;
+my $raw = do { local $/; <$s> };
+$r = TikTokTest::parse_response($raw // '');
+is($r && $r->{status}, 200, "6000 reports through a stalled link: 200");
+is($r && $r->{body}, '{"accepted":6000,"duplicates":0,"rejected":[]}',
+   'all accepted');
+is($t->redis("HGET", "tiktok:msg:{slow-6000}", "status"), "DELIVERED",
+   'the last one stored');
+$proxy->stop;
 
 $t->stop_nginx;
 $t->check_logs;
