@@ -103,6 +103,13 @@ sub server_conf {
             tiktok_reports_webhook;
             tiktok_reports_signature off;
         }
+        location = /tls-to-plain {
+            tiktok_reports_redis 127.0.0.1:%%REDIS_PORT%%;
+            tiktok_reports_redis_ssl on;
+            tiktok_reports_redis_ssl_verify off;
+            tiktok_reports_webhook;
+            tiktok_reports_signature off;
+        }
         location = /plain {
             tiktok_reports_redis 127.0.0.1:$tls;
             tiktok_reports_webhook;
@@ -182,6 +189,13 @@ like($t->error_log,
 
 $r = post('/plain', 'plain-1');
 is($r->{status}, 503, 'plain TCP to the TLS port: 503, no connection shared');
+
+# Redis reads a ClientHello as the start of a command line that never ends
+$r = post('/tls-to-plain', 'tls-plain-1');
+is($r->{status}, 503, 'TLS to a plain port: 503');
+like($t->error_log,
+     qr/\[error\] .*redis 127\.0\.0\.1:${\ $t->redis_port} unavailable: timed out/,
+     'logged: no answer in time');
 
 $r = post('/no-verify', 'noverify-1');
 is($r->{status}, 200, 'verify off: 200');
@@ -271,8 +285,12 @@ $t->start_nginx(server => server_conf());
 $r = post('/ok', 'nocert-1');
 is($r->{status}, 503, 'no client certificate: 503');
 is($t->redis('EXISTS', 'tiktok:msg:{nocert-1}'), 0, 'nothing written');
-like($t->error_log, qr/\[error\] .*redis 127\.0\.0\.1:$tls unavailable: .*(alert|certificate|reset|closed)/i,
+like($t->error_log, qr/\[error\] .*redis 127\.0\.0\.1:$tls unavailable: SSL_(read|write)\(\) failed \(.*(alert certificate required|reset)/i,
      'logged with the reason');
+like($t->error_log, qr/\[info\] .*: SSL_(read|write)\(\) failed/,
+     'nginx\'s own SSL line at info');
+unlike($t->error_log, qr/\[(error|crit)\] \S+: SSL_/,
+       'and not above');
 
 $r = post('/client-cert', 'cert-1');
 is($r->{status}, 200, 'with a client certificate: 200');
