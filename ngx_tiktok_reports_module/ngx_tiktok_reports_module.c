@@ -145,6 +145,55 @@ static ngx_command_t  ngx_tiktok_reports_commands[] = {
       0,
       NULL },
 
+    { ngx_string("tiktok_reports_redis_ssl"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_tiktok_reports_loc_conf_t, redis_ssl.enable),
+      NULL },
+
+    { ngx_string("tiktok_reports_redis_ssl_verify"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_tiktok_reports_loc_conf_t, redis_ssl.verify),
+      NULL },
+
+    { ngx_string("tiktok_reports_redis_ssl_trusted_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_tiktok_reports_loc_conf_t, redis_ssl.trusted_certificate),
+      NULL },
+
+    { ngx_string("tiktok_reports_redis_ssl_name"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_tiktok_reports_loc_conf_t, redis_ssl.name),
+      NULL },
+
+    { ngx_string("tiktok_reports_redis_ssl_server_name"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_tiktok_reports_loc_conf_t, redis_ssl.server_name),
+      NULL },
+
+    { ngx_string("tiktok_reports_redis_ssl_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_tiktok_reports_loc_conf_t, redis_ssl.certificate),
+      NULL },
+
+    { ngx_string("tiktok_reports_redis_ssl_certificate_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_tiktok_reports_loc_conf_t, redis_ssl.certificate_key),
+      NULL },
+
     { ngx_string("tiktok_reports_key_prefix"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -367,6 +416,9 @@ ngx_tiktok_reports_create_loc_conf(ngx_conf_t *cf)
     conf->redis_timeout = NGX_CONF_UNSET_MSEC;
     conf->redis_max_commands = NGX_CONF_UNSET_UINT;
     conf->redis_max_bytes = NGX_CONF_UNSET_SIZE;
+    conf->redis_ssl.enable = NGX_CONF_UNSET;
+    conf->redis_ssl.verify = NGX_CONF_UNSET;
+    conf->redis_ssl.server_name = NGX_CONF_UNSET;
     conf->ttl = NGX_CONF_UNSET;
     conf->keep_reports = NGX_CONF_UNSET;
     conf->stream_maxlen = NGX_CONF_UNSET;
@@ -398,6 +450,8 @@ ngx_tiktok_reports_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               prev->redis_max_commands, 10000);
     ngx_conf_merge_size_value(conf->redis_max_bytes, prev->redis_max_bytes,
                               16 * 1024 * 1024);
+
+    ngx_tiktok_reports_ssl_merge(&conf->redis_ssl, &prev->redis_ssl);
 
     conf->limits.timeout = conf->redis_timeout;
     conf->limits.commands = conf->redis_max_commands;
@@ -499,6 +553,37 @@ ngx_tiktok_reports_merge_store(ngx_conf_t *cf,
         p[rc.host.len] = '\0';
         rc.host.data = p;
         rc.port = u->port;
+
+        /* the name TLS checks by default: the host as configured */
+        rc.host_name = u->host;
+
+        if (rc.host_name.len > 2 && rc.host_name.data[0] == '[') {
+            rc.host_name.data++;
+            rc.host_name.len -= 2;
+        }
+
+        p = ngx_pnalloc(cf->pool, rc.host_name.len + 1);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *ngx_cpymem(p, rc.host_name.data, rc.host_name.len) = '\0';
+        rc.host_name.data = p;
+    }
+
+    if (conf->redis_ssl.enable) {
+        if (u->family == AF_UNIX) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"tiktok_reports_redis_ssl\" is not "
+                               "possible over the unix socket \"%V\": Redis "
+                               "speaks TLS on TCP only", &u->url);
+            return NGX_CONF_ERROR;
+        }
+
+        rc.ssl = ngx_tiktok_reports_ssl_get(cf, &conf->redis_ssl);
+        if (rc.ssl == NULL) {
+            return NGX_CONF_ERROR;
+        }
     }
 
     conf->store = ngx_tiktok_reports_store_get(cf, &rc);

@@ -34,6 +34,24 @@ typedef struct ngx_tiktok_reports_store_s  ngx_tiktok_reports_store_t;
 typedef struct ngx_tiktok_reports_node_s   ngx_tiktok_reports_node_t;
 
 
+/*
+ * TLS to Redis as configured; the stores whose settings match share one
+ * such object, and with it one OpenSSL context (ngx_tiktok_reports_ssl_get)
+ */
+typedef struct {
+    ngx_flag_t                      enable;
+    ngx_flag_t                      verify;
+    ngx_flag_t                      server_name;  /* SNI */
+    ngx_str_t                       trusted_certificate;
+    ngx_str_t                       name;       /* empty: the node's host */
+    ngx_str_t                       certificate;
+    ngx_str_t                       certificate_key;
+#if (NGX_SSL)
+    ngx_ssl_t                      *ctx;
+#endif
+} ngx_tiktok_reports_ssl_conf_t;
+
+
 /* where a store connects; filled at configuration time, no DNS later */
 typedef struct {
     ngx_str_t                       name;       /* as configured, for logs */
@@ -46,6 +64,15 @@ typedef struct {
     ngx_str_t                       password;   /* empty: no AUTH */
     ngx_int_t                       db;
     ngx_msec_t                      timeout;
+
+    /*
+     * TLS: NULL for plain TCP.  host_name is the name the certificate is
+     * checked against unless tiktok_reports_redis_ssl_name says otherwise:
+     * the host as configured, or the address a node is announced by
+     * (Sentinel, Cluster); NUL-terminated, without brackets.
+     */
+    ngx_tiktok_reports_ssl_conf_t  *ssl;
+    ngx_str_t                       host_name;
 } ngx_tiktok_reports_redis_conf_t;
 
 
@@ -100,6 +127,7 @@ typedef struct {
     ngx_msec_t                      redis_timeout;
     ngx_uint_t                      redis_max_commands;
     size_t                          redis_max_bytes;
+    ngx_tiktok_reports_ssl_conf_t   redis_ssl;
     ngx_str_t                       key_prefix;
     time_t                          ttl;
     ngx_flag_t                      keep_reports;

@@ -21,8 +21,8 @@
 
 /*
  * Three layers, each in its own file:
- *   conn     one socket on nginx's connections: connect, send, read
- *            replies (hiredis's reader), close once; I/O only;
+ *   conn     one socket on nginx's connections: connect, TLS handshake,
+ *            send, read replies (hiredis's reader), close once; I/O only;
  *   node     one connection's commands: handshake, the queue of commands
  *            and the replies to them, limits, watchdog, reconnect;
  *   store    the commands and the script, and which node serves a key
@@ -44,7 +44,22 @@ struct ngx_tiktok_reports_conn_s {
     void                            (*failed)(void *data, const char *why);
     void                            (*writable)(void *data);
 
-    unsigned                          connected:1;
+    /* TLS: the context and the name checked, a pool for nginx's SSL layer */
+    ngx_tiktok_reports_ssl_conf_t    *ssl;
+    ngx_str_t                         ssl_name;
+    ngx_pool_t                       *pool;
+
+    /*
+     * The connection's log while TLS is on: nginx's SSL layer logs its
+     * failures there, with OpenSSL's reason; the line is kept as the
+     * reason the node gives, and goes on to the real log at "info".
+     */
+    ngx_log_t                         ssl_log;
+    ngx_log_t                        *log;
+    u_char                            ssl_error[NGX_MAX_ERROR_STR / 4];
+
+    unsigned                          connected:1;     /* and TLS is up */
+    unsigned                          io_failed:1;
 };
 
 
@@ -53,6 +68,19 @@ ngx_int_t ngx_tiktok_reports_conn_open(ngx_tiktok_reports_conn_t *conn,
 ngx_int_t ngx_tiktok_reports_conn_send(ngx_tiktok_reports_conn_t *conn,
     ngx_chain_t *out);
 void ngx_tiktok_reports_conn_close(ngx_tiktok_reports_conn_t *conn);
+
+
+/* TLS settings (ngx_tiktok_reports_redis_ssl.c) */
+void ngx_tiktok_reports_ssl_merge(ngx_tiktok_reports_ssl_conf_t *conf,
+    ngx_tiktok_reports_ssl_conf_t *prev);
+
+/*
+ * The TLS object of these settings, the one of an earlier store when its
+ * settings are the same (so stores compare it by pointer), with its OpenSSL
+ * context; NULL: refused, logged.
+ */
+ngx_tiktok_reports_ssl_conf_t *ngx_tiktok_reports_ssl_get(ngx_conf_t *cf,
+    ngx_tiktok_reports_ssl_conf_t *want);
 
 
 /* node (ngx_tiktok_reports_redis_node.c) */

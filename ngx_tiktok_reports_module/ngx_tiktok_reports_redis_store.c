@@ -245,7 +245,9 @@ ngx_tiktok_reports_store_get(ngx_conf_t *cf,
     for (i = 0; i < tmcf->stores.nelts; i++) {
         store = stores[i];
 
+        /* TLS settings that match share one object (ssl_get) */
         if (store->conf.db == conf->db
+            && store->conf.ssl == conf->ssl
             && ngx_tiktok_reports_store_same(&store->conf.name, &conf->name)
             && ngx_tiktok_reports_store_same(&store->conf.user, &conf->user)
             && ngx_tiktok_reports_store_same(&store->conf.password,
