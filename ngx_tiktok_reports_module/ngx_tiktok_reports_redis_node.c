@@ -809,9 +809,17 @@ ngx_tiktok_reports_node_fail(ngx_tiktok_reports_node_t *node,
     /* one line per outage, not one per reconnect attempt */
     level = node->down_logged ? NGX_LOG_INFO : NGX_LOG_ERR;
 
-    ngx_log_error(level, node->log, 0,
-                  "tiktok_reports: redis %V unavailable: %s",
-                  &node->conf->name, why);
+    if (node->target->name.data == node->conf->name.data) {
+        ngx_log_error(level, node->log, 0,
+                      "tiktok_reports: redis %V unavailable: %s",
+                      &node->conf->name, why);
+
+    } else {
+        /* the address the discovery layer gave */
+        ngx_log_error(level, node->log, 0,
+                      "tiktok_reports: redis %V (at %V) unavailable: %s",
+                      &node->conf->name, &node->target->name, why);
+    }
 
     node->down_logged = 1;
 }
