@@ -8,8 +8,9 @@
  * One Redis connection of one worker: connect without blocking, to the
  * address resolved at configuration time or to the one the discovery layer
  * gives (ngx_tiktok_reports_redis_discovery.c), pipeline the handshake
- * (AUTH, SELECT, ROLE where the master must be checked, SCRIPT LOAD) ahead of whatever requests queue behind it, keep the queue
- * of commands (sent and not yet sent) and match replies to them, bound what
+ * (AUTH, SELECT, ROLE where the master must be checked, SCRIPT LOAD)
+ * ahead of whatever requests queue behind it, keep the queue of commands
+ * (sent and not yet sent) and match replies to them, bound what
  * is outstanding, drop commands whose request was answered before they
  * went out, watch for replies that do not come, and reconnect with a
  * growing delay after a failure.  The socket itself is the connection
