@@ -29,6 +29,11 @@ static void ngx_tiktok_reports_conf_pos(ngx_conf_t *cf,
     ngx_tiktok_reports_conf_pos_t *pos);
 static void ngx_cdecl ngx_tiktok_reports_conf_error(ngx_conf_t *cf,
     ngx_tiktok_reports_conf_pos_t *pos, const char *fmt, ...);
+static char *ngx_tiktok_reports_merge_host(ngx_conf_t *cf,
+    ngx_tiktok_reports_loc_conf_t *conf, ngx_tiktok_reports_redis_conf_t *rc,
+    ngx_url_t **u);
+static char *ngx_tiktok_reports_merge_sentinel(ngx_conf_t *cf,
+    ngx_tiktok_reports_loc_conf_t *conf, ngx_tiktok_reports_redis_conf_t *rc);
 static char *ngx_tiktok_reports_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_tiktok_reports_redis_password(ngx_conf_t *cf,
@@ -111,7 +116,7 @@ static ngx_conf_post_t  ngx_tiktok_reports_timeout_post = {
 static ngx_command_t  ngx_tiktok_reports_commands[] = {
 
     { ngx_string("tiktok_reports_redis"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_tiktok_reports_redis,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
@@ -437,6 +442,11 @@ ngx_tiktok_reports_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_tiktok_reports_loc_conf_t *prev = parent;
     ngx_tiktok_reports_loc_conf_t *conf = child;
 
+    if (conf->redis == NGX_CONF_UNSET_PTR) {
+        conf->redis_sentinels = prev->redis_sentinels;
+        conf->redis_master = prev->redis_master;
+    }
+
     ngx_conf_merge_ptr_value(conf->redis, prev->redis, NULL);
 
     if (conf->redis_password.data == NULL) {
@@ -523,12 +533,33 @@ ngx_tiktok_reports_merge_store(ngx_conf_t *cf,
     ngx_memzero(&rc, sizeof(ngx_tiktok_reports_redis_conf_t));
 
     rc.name = u->url;
-    rc.sockaddr = u->addrs[0].sockaddr;
-    rc.socklen = u->addrs[0].socklen;
     rc.user = conf->redis_user;
     rc.password = conf->redis_password;
     rc.db = conf->redis_db;
     rc.timeout = conf->redis_timeout;
+
+    if (conf->redis_master.len) {
+        if (ngx_tiktok_reports_merge_sentinel(cf, conf, &rc) != NGX_CONF_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+        goto done;
+    }
+
+    if (u->naddrs == 0) {
+        /* a host name: nginx's resolver at run time, when there is one */
+        if (ngx_tiktok_reports_merge_host(cf, conf, &rc, &u) != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+        if (rc.resolver) {
+            goto done;
+        }
+    }
+
+    rc.sockaddr = u->addrs[0].sockaddr;
+    rc.socklen = u->addrs[0].socklen;
 
     if (u->family == AF_UNIX) {
         /* u->host is the socket's path, not NUL-terminated */
@@ -571,13 +602,24 @@ ngx_tiktok_reports_merge_store(ngx_conf_t *cf,
         rc.host_name.data = p;
     }
 
+    if (conf->redis_ssl.enable && u->family == AF_UNIX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"tiktok_reports_redis_ssl\" is not "
+                           "possible over the unix socket \"%V\": Redis "
+                           "speaks TLS on TCP only", &u->url);
+        return NGX_CONF_ERROR;
+    }
+
+done:
+
+    /*
+     * TLS for every way of finding Redis; a name resolved at run time is
+     * the name checked, a master found through Sentinel is checked by the
+     * address it is announced by (the discovery layer sets it)
+     */
     if (conf->redis_ssl.enable) {
-        if (u->family == AF_UNIX) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"tiktok_reports_redis_ssl\" is not "
-                               "possible over the unix socket \"%V\": Redis "
-                               "speaks TLS on TCP only", &u->url);
-            return NGX_CONF_ERROR;
+        if (rc.host_name.len == 0 && rc.resolver) {
+            rc.host_name = rc.host;
         }
 
         rc.ssl = ngx_tiktok_reports_ssl_get(cf, &conf->redis_ssl);
@@ -590,6 +632,124 @@ ngx_tiktok_reports_merge_store(ngx_conf_t *cf,
     if (conf->store == NULL) {
         return NGX_CONF_ERROR;
     }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * A host name: with a "resolver" in the location, it is resolved at each
+ * connect through it; without, now, as nginx does with the addresses of
+ * its other directives.  *u becomes the resolved copy then.
+ */
+
+static char *
+ngx_tiktok_reports_merge_host(ngx_conf_t *cf,
+    ngx_tiktok_reports_loc_conf_t *conf, ngx_tiktok_reports_redis_conf_t *rc,
+    ngx_url_t **u)
+{
+    u_char                    *p;
+    ngx_url_t                 *r;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->resolver && clcf->resolver->connections.nelts) {
+        p = ngx_pnalloc(cf->pool, (*u)->host.len + 1);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *ngx_cpymem(p, (*u)->host.data, (*u)->host.len) = '\0';
+
+        rc->host.data = p;
+        rc->host.len = (*u)->host.len;
+        rc->port = (*u)->port;
+        rc->resolver = clcf->resolver;
+        rc->resolver_timeout = clcf->resolver_timeout;
+
+        return NGX_CONF_OK;
+    }
+
+    /* the directive's own url stays unresolved for other locations */
+
+    r = ngx_palloc(cf->pool, sizeof(ngx_url_t));
+    if (r == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *r = **u;
+    r->addrs = NULL;
+    r->naddrs = 0;
+
+    if (ngx_inet_resolve_host(cf->pool, r) != NGX_OK || r->naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%s in \"%V\" of \"tiktok_reports_redis\"",
+                           r->err ? r->err : "no address", &r->url);
+        return NGX_CONF_ERROR;
+    }
+
+    *u = r;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * Sentinel: the sentinels' addresses now (as nginx resolves its other
+ * addresses), the master's from them at run time.  The store's name lists
+ * them all, so that only locations naming the same ones share it.
+ */
+
+static char *
+ngx_tiktok_reports_merge_sentinel(ngx_conf_t *cf,
+    ngx_tiktok_reports_loc_conf_t *conf, ngx_tiktok_reports_redis_conf_t *rc)
+{
+    u_char      *p;
+    size_t       len;
+    ngx_uint_t   i;
+    ngx_url_t   *u;
+    ngx_addr_t  *a;
+
+    u = conf->redis_sentinels->elts;
+
+    rc->sentinels = ngx_array_create(cf->pool,
+                                     conf->redis_sentinels->nelts,
+                                     sizeof(ngx_addr_t));
+    if (rc->sentinels == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    len = sizeof("sentinel=") - 1 + conf->redis_master.len;
+
+    for (i = 0; i < conf->redis_sentinels->nelts; i++) {
+        a = ngx_array_push(rc->sentinels);
+        if (a == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        a->sockaddr = u[i].addrs[0].sockaddr;
+        a->socklen = u[i].addrs[0].socklen;
+        a->name = u[i].url;
+
+        len += u[i].url.len + 1;
+    }
+
+    p = ngx_pnalloc(cf->pool, len);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    rc->name.data = p;
+
+    for (i = 0; i < conf->redis_sentinels->nelts; i++) {
+        p = ngx_sprintf(p, "%V ", &u[i].url);
+    }
+
+    p = ngx_sprintf(p, "sentinel=%V", &conf->redis_master);
+    rc->name.len = p - rc->name.data;
+
+    rc->master = conf->redis_master;
 
     return NGX_CONF_OK;
 }
@@ -737,13 +897,17 @@ ngx_tiktok_reports_conf_error(ngx_conf_t *cf,
 }
 
 
+/* tiktok_reports_redis address ... [sentinel=name] */
+
 static char *
 ngx_tiktok_reports_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_tiktok_reports_loc_conf_t *tlcf = conf;
 
-    ngx_str_t  *value;
-    ngx_url_t  *u;
+    ngx_str_t    *value, master;
+    ngx_url_t    *u;
+    ngx_uint_t    i, n;
+    ngx_array_t  *urls;
 
     if (tlcf->redis != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
@@ -751,39 +915,100 @@ ngx_tiktok_reports_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    u = ngx_pcalloc(cf->pool, sizeof(ngx_url_t));
-    if (u == NULL) {
-        return NGX_CONF_ERROR;
-    }
+    ngx_str_null(&master);
+    n = 0;
 
-    u->url = value[1];
-    u->default_port = 6379;
-
-    if (ngx_parse_url(cf->pool, u) != NGX_OK) {
-        if (u->err) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "%s in \"%V\" of \"tiktok_reports_redis\"",
-                               u->err, &u->url);
+    for (i = 1; i < cf->args->nelts; i++) {
+        if (ngx_strncmp(value[i].data, "sentinel=", 9) != 0) {
+            n++;
+            continue;
         }
 
-        return NGX_CONF_ERROR;
+        if (master.data) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate \"sentinel=\" in "
+                               "\"tiktok_reports_redis\"");
+            return NGX_CONF_ERROR;
+        }
+
+        master.data = value[i].data + 9;
+        master.len = value[i].len - 9;
+
+        if (master.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"sentinel=\" of \"tiktok_reports_redis\" "
+                               "needs the master's name");
+            return NGX_CONF_ERROR;
+        }
     }
 
-    if (u->naddrs == 0) {
+    if (n == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "no address for \"%V\" of \"tiktok_reports_redis\"",
-                           &u->url);
+                           "no address in \"tiktok_reports_redis\"");
         return NGX_CONF_ERROR;
     }
 
-    if (u->uri.len) {
+    if (n > 1 && master.data == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "unexpected path in \"%V\" of "
-                           "\"tiktok_reports_redis\"", &u->url);
+                           "more than one address in "
+                           "\"tiktok_reports_redis\" needs \"sentinel=\"");
         return NGX_CONF_ERROR;
     }
 
-    tlcf->redis = u;
+    urls = ngx_array_create(cf->pool, n, sizeof(ngx_url_t));
+    if (urls == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        if (ngx_strncmp(value[i].data, "sentinel=", 9) == 0) {
+            continue;
+        }
+
+        u = ngx_array_push(urls);
+        if (u == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(u, sizeof(ngx_url_t));
+
+        u->url = value[i];
+        u->default_port = master.data ? 26379 : 6379;
+
+        /* Redis's own host name waits for the merge: a resolver may come */
+        u->no_resolve = (master.data == NULL);
+
+        if (ngx_parse_url(cf->pool, u) != NGX_OK) {
+            if (u->err) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "%s in \"%V\" of \"tiktok_reports_redis\"",
+                                   u->err, &u->url);
+            }
+
+            return NGX_CONF_ERROR;
+        }
+
+        if (u->naddrs == 0 && !u->no_resolve) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "no address for \"%V\" of "
+                               "\"tiktok_reports_redis\"", &u->url);
+            return NGX_CONF_ERROR;
+        }
+
+        if (u->uri.len) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "unexpected path in \"%V\" of "
+                               "\"tiktok_reports_redis\"", &u->url);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    tlcf->redis = urls->elts;
+
+    if (master.data) {
+        tlcf->redis_sentinels = urls;
+        tlcf->redis_master = master;
+    }
 
     return NGX_CONF_OK;
 }

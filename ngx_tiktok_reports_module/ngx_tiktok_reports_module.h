@@ -52,12 +52,18 @@ typedef struct {
 } ngx_tiktok_reports_ssl_conf_t;
 
 
-/* where a store connects; filled at configuration time, no DNS later */
+/*
+ * Where a store connects; filled at configuration time.  No DNS later but
+ * through nginx's resolver: with one, a host name is resolved at each
+ * connect (sockaddr NULL, host the name); with Sentinel, the sentinels
+ * name the master (sockaddr NULL, sentinels set).
+ */
 typedef struct {
     ngx_str_t                       name;       /* as configured, for logs */
     struct sockaddr                *sockaddr;   /* resolved when read */
     socklen_t                       socklen;
-    ngx_str_t                       host;       /* IP text, NUL-terminated */
+    ngx_str_t                       host;       /* IP text (or the name to
+                                                   resolve), NUL-terminated */
     ngx_int_t                       port;
     ngx_str_t                       path;       /* unix socket, or empty */
     ngx_str_t                       user;       /* ACL user, or empty */
@@ -73,6 +79,10 @@ typedef struct {
      */
     ngx_tiktok_reports_ssl_conf_t  *ssl;
     ngx_str_t                       host_name;
+    ngx_str_t                       master;     /* sentinel=NAME, or empty */
+    ngx_array_t                    *sentinels;  /* ngx_addr_t, or NULL */
+    ngx_resolver_t                 *resolver;   /* NULL: resolved at start */
+    ngx_msec_t                      resolver_timeout;
 } ngx_tiktok_reports_redis_conf_t;
 
 
@@ -121,6 +131,8 @@ typedef struct {
 
 typedef struct {
     ngx_url_t                      *redis;
+    ngx_array_t                    *redis_sentinels;  /* ngx_url_t */
+    ngx_str_t                       redis_master;     /* sentinel=NAME */
     ngx_str_t                       redis_user;
     ngx_str_t                       redis_password;
     ngx_int_t                       redis_db;

@@ -25,12 +25,16 @@
  *            send, read replies (hiredis's reader), close once; I/O only;
  *   node     one connection's commands: handshake, the queue of commands
  *            and the replies to them, limits, watchdog, reconnect;
+ *   discovery  where a node connects: a host name resolved at run time
+ *            through nginx's resolver, or the master Sentinel names;
  *   store    the commands and the script, and which node serves a key
  *            (one node today; Redis Cluster makes that a set of nodes).
  */
 
 
 typedef struct ngx_tiktok_reports_conn_s  ngx_tiktok_reports_conn_t;
+typedef struct ngx_tiktok_reports_discovery_s
+    ngx_tiktok_reports_discovery_t;
 
 
 /* conn (ngx_tiktok_reports_redis_conn.c) */
@@ -89,6 +93,14 @@ ngx_tiktok_reports_ssl_conf_t *ngx_tiktok_reports_ssl_get(ngx_conf_t *cf,
 typedef void (*ngx_tiktok_reports_node_reply_pt)(
     ngx_tiktok_reports_node_t *node, redisReply *reply, void *data);
 
+/*
+ * Asked before each connect, when a discovery layer gives the address:
+ * NGX_OK, node->target is ready; NGX_AGAIN, node_discovered() follows;
+ * NGX_ERROR, there is none, and *why says why.
+ */
+typedef ngx_int_t (*ngx_tiktok_reports_node_discover_pt)(void *data,
+    const char **why);
+
 /* whether anybody still waits for a command that was not sent yet */
 typedef ngx_uint_t (*ngx_tiktok_reports_node_wanted_pt)(void *data);
 
@@ -108,6 +120,7 @@ typedef struct {
 
 struct ngx_tiktok_reports_node_s {
     ngx_tiktok_reports_redis_conf_t  *conf;
+    ngx_tiktok_reports_redis_conf_t  *target;      /* where it connects */
     ngx_uint_t                        index;       /* the store's, metrics */
     ngx_tiktok_reports_conn_t         conn;
     ngx_log_t                        *log;
@@ -133,10 +146,15 @@ struct ngx_tiktok_reports_node_s {
     ngx_event_t                       reconnect;
     ngx_event_t                       flush;       /* posted */
 
+    ngx_tiktok_reports_node_discover_pt  discover;  /* NULL: conf's */
+    void                             *discover_data;
+
     unsigned                          ready:1;     /* handshake done */
     unsigned                          handshake_failed:1;
     unsigned                          down_logged:1;
     unsigned                          busy_logged:1;
+    unsigned                          discovering:1;  /* waits for target */
+    unsigned                          check_role:1;   /* ROLE: master */
 };
 
 
@@ -144,6 +162,11 @@ ngx_int_t ngx_tiktok_reports_node_init(ngx_tiktok_reports_node_t *node,
     ngx_uint_t index, ngx_tiktok_reports_redis_conf_t *conf,
     ngx_str_t *script, ngx_log_t *log);
 void ngx_tiktok_reports_node_close(ngx_tiktok_reports_node_t *node);
+void ngx_tiktok_reports_node_start(ngx_tiktok_reports_node_t *node);
+void ngx_tiktok_reports_node_discovered(ngx_tiktok_reports_node_t *node,
+    const char *why);
+void ngx_tiktok_reports_node_drop(ngx_tiktok_reports_node_t *node,
+    const char *why);
 ngx_int_t ngx_tiktok_reports_node_admit(ngx_tiktok_reports_node_t *node,
     ngx_tiktok_reports_redis_limits_t *limits, ngx_uint_t commands,
     size_t bytes);
@@ -161,10 +184,19 @@ ngx_int_t ngx_tiktok_reports_node_state(ngx_tiktok_reports_node_t *node,
     const char **state, ngx_uint_t *outstanding);
 
 
+/* discovery (ngx_tiktok_reports_redis_discovery.c) */
+
+/* NULL when the configured address serves as it is */
+ngx_tiktok_reports_discovery_t *ngx_tiktok_reports_discovery_create(
+    ngx_tiktok_reports_node_t *node, ngx_log_t *log);
+void ngx_tiktok_reports_discovery_close(ngx_tiktok_reports_discovery_t *d);
+
+
 /* store (ngx_tiktok_reports_redis_store.c) */
 struct ngx_tiktok_reports_store_s {
     ngx_tiktok_reports_redis_conf_t   conf;
     ngx_tiktok_reports_node_t        *node;        /* per worker */
+    ngx_tiktok_reports_discovery_t   *discovery;   /* per worker, or NULL */
 };
 
 

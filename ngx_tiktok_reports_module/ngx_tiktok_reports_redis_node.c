@@ -5,10 +5,12 @@
 
 
 /*
- * One Redis connection of one worker: connect without DNS (the address was
- * resolved at configuration time), pipeline the handshake (AUTH, SELECT,
- * SCRIPT LOAD) ahead of whatever requests queue behind it, keep the queue
- * of commands (sent and not yet sent) and match replies to them, bound what
+ * One Redis connection of one worker: connect without blocking, to the
+ * address resolved at configuration time or to the one the discovery layer
+ * gives (ngx_tiktok_reports_redis_discovery.c), pipeline the handshake
+ * (AUTH, SELECT, ROLE where the master must be checked, SCRIPT LOAD)
+ * ahead of whatever requests queue behind it, keep the queue of commands
+ * (sent and not yet sent) and match replies to them, bound what
  * is outstanding, drop commands whose request was answered before they
  * went out, watch for replies that do not come, and reconnect with a
  * growing delay after a failure.  The socket itself is the connection
@@ -35,6 +37,7 @@
 
 static ngx_int_t ngx_tiktok_reports_node_connect(
     ngx_tiktok_reports_node_t *node);
+static ngx_int_t ngx_tiktok_reports_node_open(ngx_tiktok_reports_node_t *node);
 static ngx_int_t ngx_tiktok_reports_node_handshake(
     ngx_tiktok_reports_node_t *node);
 static void ngx_tiktok_reports_node_handshake_reply(
@@ -66,6 +69,7 @@ ngx_tiktok_reports_node_init(ngx_tiktok_reports_node_t *node,
 
     node->index = index;
     node->conf = conf;
+    node->target = conf;
     node->log = log;
     node->script = *script;
     node->backoff = NGX_TIKTOK_REPORTS_BACKOFF_MIN;
@@ -89,10 +93,68 @@ ngx_tiktok_reports_node_init(ngx_tiktok_reports_node_t *node,
     node->flush.data = node;
     node->flush.log = log;
 
-    /* a failure here is not fatal: requests answer 503 until Redis is up */
-    (void) ngx_tiktok_reports_node_connect(node);
+    /*
+     * A failure here is not fatal: requests answer 503 until Redis is up.
+     * Without an address yet, the discovery layer starts the node.
+     */
+    if (conf->sockaddr) {
+        (void) ngx_tiktok_reports_node_connect(node);
+    }
 
     return NGX_OK;
+}
+
+
+/* connects now, unless connected, connecting, or a reconnect is planned */
+
+void
+ngx_tiktok_reports_node_start(ngx_tiktok_reports_node_t *node)
+{
+    if (node->conn.peer.connection == NULL && !node->discovering
+        && !node->reconnect.timer_set && !ngx_exiting && !ngx_quit)
+    {
+        (void) ngx_tiktok_reports_node_connect(node);
+    }
+}
+
+
+/*
+ * The discovery layer's answer to node->discover() that said NGX_AGAIN:
+ * the target address is ready (why is NULL), or there is none, and why.
+ * A node that stopped waiting meanwhile (its watchdog) ignores it.
+ */
+
+void
+ngx_tiktok_reports_node_discovered(ngx_tiktok_reports_node_t *node,
+    const char *why)
+{
+    if (!node->discovering) {
+        return;
+    }
+
+    node->discovering = 0;
+
+    if (why) {
+        ngx_tiktok_reports_node_failed(node, why);
+        return;
+    }
+
+    (void) ngx_tiktok_reports_node_open(node);
+}
+
+
+/*
+ * The connection no longer reaches what it should (the master moved):
+ * drop it; the reconnect asks the discovery layer again.
+ */
+
+void
+ngx_tiktok_reports_node_drop(ngx_tiktok_reports_node_t *node,
+    const char *why)
+{
+    if (node->conn.peer.connection) {
+        ngx_tiktok_reports_node_failed(node, why);
+    }
 }
 
 
@@ -164,7 +226,8 @@ ngx_tiktok_reports_node_command(ngx_tiktok_reports_node_t *node,
 {
     ngx_tiktok_reports_node_cmd_t  cmd;
 
-    if (node->conn.peer.connection == NULL) {
+    /* while the address is being found, commands wait in the queue */
+    if (node->conn.peer.connection == NULL && !node->discovering) {
 
         /* while a reconnect is planned, requests do not hammer Redis */
         if (node->reconnect.timer_set
@@ -319,13 +382,70 @@ ngx_tiktok_reports_node_pop(ngx_tiktok_reports_node_t *node)
 static ngx_int_t
 ngx_tiktok_reports_node_connect(ngx_tiktok_reports_node_t *node)
 {
-    u_char     why[NGX_MAX_ERROR_STR], *p;
-    ngx_err_t  err;
+    ngx_int_t    rc;
+    const char  *why;
 
     node->ready = 0;
     node->handshake_failed = 0;
 
-    if (ngx_tiktok_reports_conn_open(&node->conn, node->conf, node->log,
+    if (node->discover == NULL) {
+        if (ngx_tiktok_reports_node_open(node) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_tiktok_reports_node_handshake(node) != NGX_OK) {
+            ngx_tiktok_reports_node_failed(node, "out of memory");
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+    }
+
+    /*
+     * The address is asked for at each connect (a host name resolved
+     * again, the master found again); the handshake and the requests wait
+     * in the queue meanwhile.
+     */
+
+    node->discovering = 1;
+
+    if (ngx_tiktok_reports_node_handshake(node) != NGX_OK) {
+        ngx_tiktok_reports_node_failed(node, "out of memory");
+        return NGX_ERROR;
+    }
+
+    why = NULL;
+    rc = node->discover(node->discover_data, &why);
+
+    if (rc == NGX_AGAIN) {
+        /* ngx_tiktok_reports_node_discovered() follows */
+        return NGX_OK;
+    }
+
+    if (!node->discovering) {
+        /* the node failed in there */
+        return NGX_ERROR;
+    }
+
+    node->discovering = 0;
+
+    if (rc != NGX_OK) {
+        ngx_tiktok_reports_node_failed(node,
+                                       why ? why : "no address to connect");
+        return NGX_ERROR;
+    }
+
+    return ngx_tiktok_reports_node_open(node);
+}
+
+
+static ngx_int_t
+ngx_tiktok_reports_node_open(ngx_tiktok_reports_node_t *node)
+{
+    u_char     why[NGX_MAX_ERROR_STR], *p;
+    ngx_err_t  err;
+
+    if (ngx_tiktok_reports_conn_open(&node->conn, node->target, node->log,
                                      &err)
         != NGX_OK)
     {
@@ -345,13 +465,15 @@ ngx_tiktok_reports_node_connect(ngx_tiktok_reports_node_t *node)
         return NGX_ERROR;
     }
 
-    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, node->log, 0,
-                   "tiktok_reports: connecting to redis %V",
-                   &node->conf->name);
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, node->log, 0,
+                   "tiktok_reports: connecting to redis %V at %V",
+                   &node->conf->name, &node->target->name);
 
-    if (ngx_tiktok_reports_node_handshake(node) != NGX_OK) {
-        ngx_tiktok_reports_node_failed(node, "out of memory");
-        return NGX_ERROR;
+    if (node->conn.connected) {
+        /* what waits in the queue goes out with this iteration */
+        if (node->count && !node->flush.posted) {
+            ngx_post_event(&node->flush, &ngx_posted_events);
+        }
     }
 
     return NGX_OK;
@@ -412,6 +534,20 @@ ngx_tiktok_reports_node_handshake(ngx_tiktok_reports_node_t *node)
         }
     }
 
+    if (node->check_role) {
+        /* a replica, or an old master not yet demoted, is not written to */
+        argv[0] = "ROLE";
+        argvlen[0] = 4;
+
+        if (ngx_tiktok_reports_node_command(node,
+                                    ngx_tiktok_reports_node_handshake_reply,
+                                    "ROLE", NULL, 0, 1, argv, argvlen)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
     argv[0] = "SCRIPT";
     argvlen[0] = 6;
     argv[1] = "LOAD";
@@ -429,7 +565,8 @@ static void
 ngx_tiktok_reports_node_handshake_reply(ngx_tiktok_reports_node_t *node,
     redisReply *reply, void *data)
 {
-    u_char  why[NGX_MAX_ERROR_STR];
+    u_char       why[NGX_MAX_ERROR_STR];
+    redisReply  *role;
 
     if (reply == NULL) {
         return;
@@ -446,6 +583,27 @@ ngx_tiktok_reports_node_handshake_reply(ngx_tiktok_reports_node_t *node,
         node->handshake_failed = 1;
         node->ready = 0;
         ngx_tiktok_reports_node_failed(node, (char *) why);
+        return;
+    }
+
+    if (ngx_strcmp((char *) data, "ROLE") == 0) {
+        role = (reply->type == REDIS_REPLY_ARRAY && reply->elements
+                && reply->element[0]->type == REDIS_REPLY_STRING)
+               ? reply->element[0] : NULL;
+
+        if (role == NULL || role->len != 6
+            || ngx_strncmp(role->str, "master", 6) != 0)
+        {
+            *ngx_snprintf(why, sizeof(why) - 1,
+                          "%V is not the master (ROLE: %*s)",
+                          &node->target->name,
+                          role ? (size_t) role->len : 1,
+                          role ? role->str : "?") = '\0';
+
+            node->handshake_failed = 1;
+            ngx_tiktok_reports_node_failed(node, (char *) why);
+        }
+
         return;
     }
 
@@ -471,6 +629,7 @@ ngx_tiktok_reports_node_reply(void *data, redisReply *reply)
 {
     ngx_tiktok_reports_node_t      *node = data;
 
+    ngx_connection_t               *c;
     ngx_tiktok_reports_node_cmd_t   cmd;
 
     /* commands dropped unsent are skipped: Redis never saw them */
@@ -488,8 +647,22 @@ ngx_tiktok_reports_node_reply(void *data, redisReply *reply)
 
     ngx_tiktok_reports_node_pop(node);
 
+    c = node->conn.peer.connection;
+
     /* the ring may change in there: "cmd" is a copy */
     cmd.handler(node, reply, cmd.data);
+
+    /*
+     * READONLY: the server was a master and is a replica now; with a
+     * discovery layer, the next connection finds the master again
+     */
+    if (node->discover && reply->type == REDIS_REPLY_ERROR
+        && reply->len >= 8 && ngx_strncmp(reply->str, "READONLY", 8) == 0
+        && node->conn.peer.connection == c)
+    {
+        ngx_tiktok_reports_node_failed(node,
+                                       "READONLY: no longer the master");
+    }
 }
 
 
@@ -640,9 +813,17 @@ ngx_tiktok_reports_node_fail(ngx_tiktok_reports_node_t *node,
     /* one line per outage, not one per reconnect attempt */
     level = node->down_logged ? NGX_LOG_INFO : NGX_LOG_ERR;
 
-    ngx_log_error(level, node->log, 0,
-                  "tiktok_reports: redis %V unavailable: %s",
-                  &node->conf->name, why);
+    if (node->target->name.data == node->conf->name.data) {
+        ngx_log_error(level, node->log, 0,
+                      "tiktok_reports: redis %V unavailable: %s",
+                      &node->conf->name, why);
+
+    } else {
+        /* the address the discovery layer gave */
+        ngx_log_error(level, node->log, 0,
+                      "tiktok_reports: redis %V (at %V) unavailable: %s",
+                      &node->conf->name, &node->target->name, why);
+    }
 
     node->down_logged = 1;
 }
@@ -667,6 +848,9 @@ ngx_tiktok_reports_node_lost(ngx_tiktok_reports_node_t *node,
 
     node->ready = 0;
     ngx_tiktok_reports_conn_close(&node->conn);
+
+    /* an answer of the discovery layer that comes later is not waited for */
+    node->discovering = 0;
 
     if (node->watchdog.timer_set) {
         ngx_del_timer(&node->watchdog);
@@ -782,7 +966,9 @@ ngx_tiktok_reports_node_watchdog(ngx_event_t *ev)
         return;
     }
 
-    ngx_tiktok_reports_node_failed(node, "timed out");
+    ngx_tiktok_reports_node_failed(node, node->discovering
+                                         ? "timed out finding the address"
+                                         : "timed out");
 }
 
 
@@ -793,7 +979,9 @@ ngx_tiktok_reports_node_reconnect(ngx_event_t *ev)
 
     node = ev->data;
 
-    if (node->conn.peer.connection || ngx_exiting || ngx_quit) {
+    if (node->conn.peer.connection || node->discovering || ngx_exiting
+        || ngx_quit)
+    {
         return;
     }
 

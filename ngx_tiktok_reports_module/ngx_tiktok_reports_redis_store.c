@@ -248,6 +248,7 @@ ngx_tiktok_reports_store_get(ngx_conf_t *cf,
         /* TLS settings that match share one object (ssl_get) */
         if (store->conf.db == conf->db
             && store->conf.ssl == conf->ssl
+            && store->conf.resolver == conf->resolver
             && ngx_tiktok_reports_store_same(&store->conf.name, &conf->name)
             && ngx_tiktok_reports_store_same(&store->conf.user, &conf->user)
             && ngx_tiktok_reports_store_same(&store->conf.password,
@@ -320,6 +321,15 @@ ngx_tiktok_reports_store_init_worker(ngx_cycle_t *cycle)
         {
             return NGX_ERROR;
         }
+
+        /* a host name resolved at run time, or Sentinel: the node waits */
+        if (stores[i]->conf.sockaddr == NULL) {
+            stores[i]->discovery = ngx_tiktok_reports_discovery_create(
+                                                   stores[i]->node, cycle->log);
+            if (stores[i]->discovery == NULL) {
+                return NGX_ERROR;
+            }
+        }
     }
 
     return NGX_OK;
@@ -342,6 +352,11 @@ ngx_tiktok_reports_store_exit_worker(ngx_cycle_t *cycle)
     stores = tmcf->stores.elts;
 
     for (i = 0; i < tmcf->stores.nelts; i++) {
+        if (stores[i]->discovery) {
+            ngx_tiktok_reports_discovery_close(stores[i]->discovery);
+            stores[i]->discovery = NULL;
+        }
+
         if (stores[i]->node) {
             ngx_tiktok_reports_node_close(stores[i]->node);
         }
