@@ -42,6 +42,8 @@ typedef struct {
     ngx_str_t                       password;   /* empty: no AUTH */
     ngx_int_t                       db;
     ngx_msec_t                      timeout;
+    ngx_uint_t                      wait_replicas;  /* 0: no WAIT */
+    ngx_msec_t                      wait_timeout;
 } ngx_tiktok_reports_redis_conf_t;
 
 
@@ -78,6 +80,8 @@ typedef struct {
     ngx_msec_t                      redis_timeout;
     ngx_uint_t                      redis_max_commands;
     size_t                          redis_max_bytes;
+    ngx_int_t                       redis_wait_replicas;
+    ngx_msec_t                      redis_wait_timeout;
     ngx_str_t                       key_prefix;
     time_t                          ttl;
     ngx_flag_t                      keep_reports;
