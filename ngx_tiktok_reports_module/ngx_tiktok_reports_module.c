@@ -425,8 +425,16 @@ ngx_tiktok_reports_merge_store(ngx_conf_t *cf,
     rc.password = conf->redis_password;
     rc.db = conf->redis_db;
     rc.timeout = conf->redis_timeout;
-    rc.wait_replicas = conf->redis_wait_replicas;
-    rc.wait_timeout = conf->redis_wait_timeout;
+
+    /*
+     * Lookups write nothing, and commands pipelined behind a WAIT wait
+     * with it (up to its timeout when replicas lag): they keep to a
+     * connection without WAIT.
+     */
+    if (conf->role == NGX_TIKTOK_REPORTS_ROLE_WEBHOOK) {
+        rc.wait_replicas = conf->redis_wait_replicas;
+        rc.wait_timeout = conf->redis_wait_timeout;
+    }
 
     if (u->family == AF_UNIX) {
         /* u->host is the socket's path, not NUL-terminated */
