@@ -664,13 +664,19 @@ ngx_tiktok_reports_redis_wait(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    /* WAIT with 0 would block the connection until the replicas come */
     t = ngx_parse_time(&value[2], 0);
-    if (t == (ngx_msec_t) NGX_ERROR || t == 0) {
+    if (t == (ngx_msec_t) NGX_ERROR) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid timeout \"%V\" in "
-                           "\"tiktok_reports_redis_wait\": it must be above 0",
-                           &value[2]);
+                           "\"tiktok_reports_redis_wait\"", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    /* WAIT with 0 would block the connection until the replicas come */
+    if (t == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the timeout of \"tiktok_reports_redis_wait\" "
+                           "must be above 0");
         return NGX_CONF_ERROR;
     }
 

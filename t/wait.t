@@ -140,7 +140,8 @@ like($t->error_log, qr/replicas confirm writes again/, 'logged once back');
 
 my $c = TikTokTest->new;
 for my $case (
-    [ 'tiktok_reports_redis_wait 1 0;', qr/invalid timeout "0".*above 0/ ],
+    [ 'tiktok_reports_redis_wait 1 0;', qr/timeout of "\w+" must be above 0/ ],
+    [ 'tiktok_reports_redis_wait 1 0ms;', qr/timeout of "\w+" must be above/ ],
     [ 'tiktok_reports_redis_wait 1 1s;',
       qr/"tiktok_reports_redis_wait" timeout of 1000 ms must be below/ ],
     [ "tiktok_reports_redis_timeout 500ms;\n"
