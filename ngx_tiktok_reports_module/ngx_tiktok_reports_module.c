@@ -40,6 +40,8 @@ static char *ngx_tiktok_reports_redis_password(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_tiktok_reports_redis_max_outstanding(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_tiktok_reports_redis_wait(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_tiktok_reports_role(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_tiktok_reports_signature(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -197,6 +199,13 @@ static ngx_command_t  ngx_tiktok_reports_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_tiktok_reports_loc_conf_t, redis_ssl.certificate_key),
+      NULL },
+
+    { ngx_string("tiktok_reports_redis_wait"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_tiktok_reports_redis_wait,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("tiktok_reports_key_prefix"),
@@ -424,6 +433,8 @@ ngx_tiktok_reports_create_loc_conf(ngx_conf_t *cf)
     conf->redis_ssl.enable = NGX_CONF_UNSET;
     conf->redis_ssl.verify = NGX_CONF_UNSET;
     conf->redis_ssl.server_name = NGX_CONF_UNSET;
+    conf->redis_wait_replicas = NGX_CONF_UNSET;
+    conf->redis_wait_timeout = NGX_CONF_UNSET_MSEC;
     conf->ttl = NGX_CONF_UNSET;
     conf->keep_reports = NGX_CONF_UNSET;
     conf->stream_maxlen = NGX_CONF_UNSET;
@@ -460,6 +471,10 @@ ngx_tiktok_reports_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               prev->redis_max_commands, 10000);
     ngx_conf_merge_size_value(conf->redis_max_bytes, prev->redis_max_bytes,
                               16 * 1024 * 1024);
+    ngx_conf_merge_value(conf->redis_wait_replicas,
+                         prev->redis_wait_replicas, 0);
+    ngx_conf_merge_msec_value(conf->redis_wait_timeout,
+                              prev->redis_wait_timeout, 0);
 
     ngx_tiktok_reports_ssl_merge(&conf->redis_ssl, &prev->redis_ssl);
 
@@ -480,6 +495,18 @@ ngx_tiktok_reports_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->sig_digest = prev->sig_digest;
         conf->sig_header = prev->sig_header;
         conf->sig_pos = prev->sig_pos;
+    }
+
+    /* a reply after the request's own timeout would come too late */
+    if (conf->redis_wait_replicas
+        && conf->redis_wait_timeout >= conf->redis_timeout)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"tiktok_reports_redis_wait\" timeout of %M ms "
+                           "must be below \"tiktok_reports_redis_timeout\" "
+                           "(%M ms)", conf->redis_wait_timeout,
+                           conf->redis_timeout);
+        return NGX_CONF_ERROR;
     }
 
     if (conf->role != NGX_TIKTOK_REPORTS_ROLE_WEBHOOK
@@ -537,6 +564,16 @@ ngx_tiktok_reports_merge_store(ngx_conf_t *cf,
     rc.password = conf->redis_password;
     rc.db = conf->redis_db;
     rc.timeout = conf->redis_timeout;
+
+    /*
+     * Lookups write nothing, and commands pipelined behind a WAIT wait
+     * with it (up to its timeout when replicas lag): they keep to a
+     * connection without WAIT.
+     */
+    if (conf->role == NGX_TIKTOK_REPORTS_ROLE_WEBHOOK) {
+        rc.wait_replicas = conf->redis_wait_replicas;
+        rc.wait_timeout = conf->redis_wait_timeout;
+    }
 
     if (conf->redis_master.len) {
         if (ngx_tiktok_reports_merge_sentinel(cf, conf, &rc) != NGX_CONF_OK) {
@@ -1009,6 +1046,65 @@ ngx_tiktok_reports_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         tlcf->redis_sentinels = urls;
         tlcf->redis_master = master;
     }
+
+    return NGX_CONF_OK;
+}
+
+
+/* tiktok_reports_redis_wait replicas timeout | off */
+
+static char *
+ngx_tiktok_reports_redis_wait(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_tiktok_reports_loc_conf_t *tlcf = conf;
+
+    ngx_int_t    n;
+    ngx_msec_t   t;
+    ngx_str_t   *value;
+
+    if (tlcf->redis_wait_replicas != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2) {
+        if (ngx_strcmp(value[1].data, "off") != 0) {
+            return "takes a number of replicas and a timeout, or \"off\"";
+        }
+
+        tlcf->redis_wait_replicas = 0;
+        tlcf->redis_wait_timeout = 0;
+        return NGX_CONF_OK;
+    }
+
+    n = ngx_atoi(value[1].data, value[1].len);
+    if (n == NGX_ERROR || n == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid number of replicas \"%V\" in "
+                           "\"tiktok_reports_redis_wait\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    t = ngx_parse_time(&value[2], 0);
+    if (t == (ngx_msec_t) NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid timeout \"%V\" in "
+                           "\"tiktok_reports_redis_wait\"", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    /* WAIT with 0 would block the connection until the replicas come */
+    if (t == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the timeout of \"tiktok_reports_redis_wait\" "
+                           "must be above 0");
+        return NGX_CONF_ERROR;
+    }
+
+    tlcf->redis_wait_replicas = n;
+    tlcf->redis_wait_timeout = t;
 
     return NGX_CONF_OK;
 }

@@ -83,6 +83,8 @@ typedef struct {
     ngx_array_t                    *sentinels;  /* ngx_addr_t, or NULL */
     ngx_resolver_t                 *resolver;   /* NULL: resolved at start */
     ngx_msec_t                      resolver_timeout;
+    ngx_uint_t                      wait_replicas;  /* 0: no WAIT */
+    ngx_msec_t                      wait_timeout;
 } ngx_tiktok_reports_redis_conf_t;
 
 
@@ -140,6 +142,8 @@ typedef struct {
     ngx_uint_t                      redis_max_commands;
     size_t                          redis_max_bytes;
     ngx_tiktok_reports_ssl_conf_t   redis_ssl;
+    ngx_int_t                       redis_wait_replicas;
+    ngx_msec_t                      redis_wait_timeout;
     ngx_str_t                       key_prefix;
     time_t                          ttl;
     ngx_flag_t                      keep_reports;

@@ -118,6 +118,32 @@ typedef struct {
 } ngx_tiktok_reports_node_cmd_t;
 
 
+/*
+ * With tiktok_reports_redis_wait, a WAIT follows every flush that carried
+ * writes; a write's owner, once its reply came, holds its outcome here
+ * until that WAIT's reply says how many replicas have it.
+ */
+typedef void (*ngx_tiktok_reports_node_waited_pt)(void *data, ngx_int_t rc);
+
+typedef struct ngx_tiktok_reports_node_hold_s  ngx_tiktok_reports_node_hold_t;
+
+struct ngx_tiktok_reports_node_hold_s {
+    ngx_tiktok_reports_node_waited_pt  handler;
+    void                              *data;
+    ngx_tiktok_reports_node_hold_t    *next;
+};
+
+/* a WAIT queued or sent, and the outcomes held for its reply */
+typedef struct ngx_tiktok_reports_node_barrier_s
+    ngx_tiktok_reports_node_barrier_t;
+
+struct ngx_tiktok_reports_node_barrier_s {
+    ngx_tiktok_reports_node_hold_t     *first;
+    ngx_tiktok_reports_node_hold_t    **last;
+    ngx_tiktok_reports_node_barrier_t  *next;
+};
+
+
 struct ngx_tiktok_reports_node_s {
     ngx_tiktok_reports_redis_conf_t  *conf;
     ngx_tiktok_reports_redis_conf_t  *target;      /* where it connects */
@@ -149,10 +175,16 @@ struct ngx_tiktok_reports_node_s {
     ngx_tiktok_reports_node_discover_pt  discover;  /* NULL: conf's */
     void                             *discover_data;
 
+    /* WAITs in the ring, oldest first; writes queued since the last */
+    ngx_tiktok_reports_node_barrier_t *barriers;
+    ngx_tiktok_reports_node_barrier_t *barriers_last;
+    ngx_uint_t                        unwaited;
+
     unsigned                          ready:1;     /* handshake done */
     unsigned                          handshake_failed:1;
     unsigned                          down_logged:1;
     unsigned                          busy_logged:1;
+    unsigned                          wait_logged:1;
     unsigned                          discovering:1;  /* waits for target */
     unsigned                          check_role:1;   /* ROLE: master */
 };
@@ -191,6 +223,20 @@ ngx_tiktok_reports_discovery_t *ngx_tiktok_reports_discovery_create(
     ngx_tiktok_reports_node_t *node, ngx_log_t *log);
 void ngx_tiktok_reports_discovery_close(ngx_tiktok_reports_discovery_t *d);
 
+/* a command that writes: a WAIT follows its flush when configured */
+ngx_int_t ngx_tiktok_reports_node_write(ngx_tiktok_reports_node_t *node,
+    ngx_tiktok_reports_node_reply_pt handler, void *data,
+    ngx_tiktok_reports_node_wanted_pt wanted, ngx_msec_t timeout, int argc,
+    const char **argv, const size_t *argvlen);
+
+/*
+ * Called from a write's reply handler: hold->handler(hold->data, rc) runs
+ * once the WAIT that followed the write replied, with NGX_OK when enough
+ * replicas confirmed, NGX_ERROR otherwise.  NGX_ERROR: no WAIT follows.
+ */
+ngx_int_t ngx_tiktok_reports_node_hold(ngx_tiktok_reports_node_t *node,
+    ngx_tiktok_reports_node_hold_t *hold);
+
 
 /* store (ngx_tiktok_reports_redis_store.c) */
 struct ngx_tiktok_reports_store_s {
@@ -207,9 +253,9 @@ struct ngx_tiktok_reports_store_s {
  * NGX_ERROR; the reply is hiredis's
  * (for a transition, its report's element, or the call's reply when the
  * call failed), valid during the call only, and NULL when the connection
- * was lost.  "data" is the request's wait object
- * (ngx_tiktok_reports_wait_t): commands of a request already answered are
- * dropped before they are sent.
+ * was lost or the outcome waited for a WAIT.  "data" is the request's wait
+ * object (ngx_tiktok_reports_wait_t): commands of a request already
+ * answered are dropped before they are sent.
  */
 typedef void (*ngx_tiktok_reports_store_done_pt)(void *data,
     ngx_uint_t index, ngx_int_t rc, redisReply *reply);

@@ -58,6 +58,10 @@ static ngx_int_t ngx_tiktok_reports_node_push(ngx_tiktok_reports_node_t *node,
 static void ngx_tiktok_reports_node_pop(ngx_tiktok_reports_node_t *node);
 static u_char *ngx_tiktok_reports_node_format(int argc, const char **argv,
     const size_t *argvlen, size_t *len, ngx_log_t *log);
+static ngx_int_t ngx_tiktok_reports_node_wait(
+    ngx_tiktok_reports_node_t *node);
+static void ngx_tiktok_reports_node_wait_reply(
+    ngx_tiktok_reports_node_t *node, redisReply *reply, void *data);
 
 
 ngx_int_t
@@ -272,6 +276,188 @@ ngx_tiktok_reports_node_command(ngx_tiktok_reports_node_t *node,
     }
 
     return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_tiktok_reports_node_write(ngx_tiktok_reports_node_t *node,
+    ngx_tiktok_reports_node_reply_pt handler, void *data,
+    ngx_tiktok_reports_node_wanted_pt wanted, ngx_msec_t timeout, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_tiktok_reports_node_command(node, handler, data, wanted,
+                                         timeout, argc, argv, argvlen);
+
+    if (rc == NGX_OK && node->conf->wait_replicas) {
+        /* the next flush appends a WAIT behind it */
+        node->unwaited = 1;
+    }
+
+    return rc;
+}
+
+
+/*
+ * Replies come in order, so the first WAIT still in the ring is the one
+ * that follows the write whose reply is being handled.
+ */
+
+ngx_int_t
+ngx_tiktok_reports_node_hold(ngx_tiktok_reports_node_t *node,
+    ngx_tiktok_reports_node_hold_t *hold)
+{
+    ngx_tiktok_reports_node_barrier_t  *b;
+
+    b = node->barriers;
+
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    hold->next = NULL;
+    *b->last = hold;
+    b->last = &hold->next;
+
+    return NGX_OK;
+}
+
+
+/*
+ * One WAIT behind the writes queued since the last one; it has no request
+ * of its own, so it is never dropped: the writes before it may have gone.
+ */
+
+static ngx_int_t
+ngx_tiktok_reports_node_wait(ngx_tiktok_reports_node_t *node)
+{
+    u_char                              n[NGX_INT_T_LEN], t[NGX_INT_T_LEN];
+    size_t                              argvlen[3];
+    const char                         *argv[3];
+    ngx_tiktok_reports_node_cmd_t       cmd;
+    ngx_tiktok_reports_node_barrier_t  *b;
+
+    b = ngx_alloc(sizeof(ngx_tiktok_reports_node_barrier_t), node->log);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->first = NULL;
+    b->last = &b->first;
+    b->next = NULL;
+
+    argv[0] = "WAIT";
+    argvlen[0] = 4;
+    argv[1] = (const char *) n;
+    argvlen[1] = ngx_sprintf(n, "%ui", node->conf->wait_replicas) - n;
+    argv[2] = (const char *) t;
+    argvlen[2] = ngx_sprintf(t, "%M", node->conf->wait_timeout) - t;
+
+    ngx_memzero(&cmd, sizeof(ngx_tiktok_reports_node_cmd_t));
+
+    cmd.handler = ngx_tiktok_reports_node_wait_reply;
+    cmd.data = b;
+    cmd.sent = ngx_current_msec;
+
+    cmd.buf = ngx_tiktok_reports_node_format(3, argv, argvlen, &cmd.len,
+                                             node->log);
+    if (cmd.buf == NULL) {
+        ngx_free(b);
+        return NGX_ERROR;
+    }
+
+    if (ngx_tiktok_reports_node_push(node, &cmd) != NGX_OK) {
+        ngx_free(cmd.buf);
+        ngx_free(b);
+        return NGX_ERROR;
+    }
+
+    if (node->barriers_last) {
+        node->barriers_last->next = b;
+
+    } else {
+        node->barriers = b;
+    }
+
+    node->barriers_last = b;
+    node->unwaited = 0;
+
+    return NGX_OK;
+}
+
+
+/* what WAIT says goes to every outcome held for it */
+
+static void
+ngx_tiktok_reports_node_wait_reply(ngx_tiktok_reports_node_t *node,
+    redisReply *reply, void *data)
+{
+    ngx_tiktok_reports_node_barrier_t  *b = data;
+
+    ngx_int_t                        rc;
+    ngx_tiktok_reports_node_hold_t  *h, *next;
+
+    /* when the connection was lost, the list was emptied already */
+    if (node->barriers == b) {
+        node->barriers = b->next;
+
+        if (node->barriers == NULL) {
+            node->barriers_last = NULL;
+        }
+    }
+
+    rc = NGX_ERROR;
+
+    if (reply == NULL) {
+        /* the connection failed: logged as such */
+
+    } else if (reply->type == REDIS_REPLY_INTEGER
+               && reply->integer >= (long long) node->conf->wait_replicas)
+    {
+        rc = NGX_OK;
+
+        if (node->wait_logged) {
+            node->wait_logged = 0;
+            ngx_log_error(NGX_LOG_NOTICE, node->log, 0,
+                          "tiktok_reports: redis %V: replicas confirm "
+                          "writes again", &node->conf->name);
+        }
+
+    } else {
+        ngx_tiktok_reports_metrics_redis_error(0);
+
+        /* once until replicas confirm again, not once per flush */
+        if (!node->wait_logged) {
+            node->wait_logged = 1;
+
+            if (reply->type == REDIS_REPLY_INTEGER) {
+                ngx_log_error(NGX_LOG_ERR, node->log, 0,
+                              "tiktok_reports: redis %V: WAIT confirmed "
+                              "%L of %ui replicas within %M ms, writes get "
+                              "503 until enough replicas follow",
+                              &node->conf->name, (int64_t) reply->integer,
+                              node->conf->wait_replicas,
+                              node->conf->wait_timeout);
+
+            } else {
+                ngx_log_error(NGX_LOG_ERR, node->log, 0,
+                              "tiktok_reports: redis %V refused WAIT: %*s",
+                              &node->conf->name,
+                              reply->type == REDIS_REPLY_ERROR
+                              ? (size_t) reply->len : 0,
+                              reply->type == REDIS_REPLY_ERROR
+                              ? reply->str : "");
+            }
+        }
+    }
+
+    for (h = b->first; h; h = next) {
+        next = h->next;
+        h->handler(h->data, rc);
+    }
+
+    ngx_free(b);
 }
 
 
@@ -712,6 +898,14 @@ ngx_tiktok_reports_node_flush(ngx_tiktok_reports_node_t *node)
         ngx_delete_posted_event(&node->flush);
     }
 
+    /* a WAIT behind the writes of this flush, once for all of them */
+    if (node->unwaited && node->conn.connected
+        && ngx_tiktok_reports_node_wait(node) != NGX_OK)
+    {
+        ngx_tiktok_reports_node_failed(node, "out of memory");
+        return;
+    }
+
     for ( ;; ) {
 
         if (!node->conn.connected) {
@@ -884,6 +1078,9 @@ ngx_tiktok_reports_node_lost(ngx_tiktok_reports_node_t *node,
     node->pending = 0;
     node->pending_bytes = 0;
     node->busy_logged = 0;
+    node->barriers = NULL;
+    node->barriers_last = NULL;
+    node->unwaited = 0;
 
     for (i = 0; i < count; i++) {
         cmd = &ring[(head + i) % size];

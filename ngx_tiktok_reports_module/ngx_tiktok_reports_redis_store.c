@@ -179,12 +179,17 @@ typedef struct {
     unsigned                           raw:1;      /* not a transition */
     const char                       **argv;
     size_t                            *argvlen;
+    ngx_tiktok_reports_node_hold_t     hold;       /* for the WAIT */
+    ngx_int_t                         *codes;      /* outcomes held */
 } ngx_tiktok_reports_store_cmd_t;
 
 
 static void ngx_tiktok_reports_store_reply(ngx_tiktok_reports_node_t *node,
     redisReply *rr, void *data);
 static ngx_uint_t ngx_tiktok_reports_store_wanted(void *data);
+static ngx_int_t ngx_tiktok_reports_store_hold(
+    ngx_tiktok_reports_store_cmd_t *cmd, redisReply *rr);
+static void ngx_tiktok_reports_store_waited(void *data, ngx_int_t rc);
 
 
 static ngx_str_t  ngx_tiktok_reports_script_str;
@@ -249,6 +254,8 @@ ngx_tiktok_reports_store_get(ngx_conf_t *cf,
         if (store->conf.db == conf->db
             && store->conf.ssl == conf->ssl
             && store->conf.resolver == conf->resolver
+            && store->conf.wait_replicas == conf->wait_replicas
+            && store->conf.wait_timeout == conf->wait_timeout
             && ngx_tiktok_reports_store_same(&store->conf.name, &conf->name)
             && ngx_tiktok_reports_store_same(&store->conf.user, &conf->user)
             && ngx_tiktok_reports_store_same(&store->conf.password,
@@ -378,14 +385,23 @@ static ngx_int_t
 ngx_tiktok_reports_store_send(ngx_tiktok_reports_store_cmd_t *cmd, int argc,
     const char **argv, const size_t *argvlen)
 {
-    cmd->sent = ngx_tiktok_reports_usec();
+    ngx_int_t  rc;
 
-    if (ngx_tiktok_reports_node_command(cmd->node,
+    cmd->sent = ngx_tiktok_reports_usec();
+    cmd->codes = NULL;
+
+    /* a transition writes: with WAIT configured, one follows its flush */
+    rc = cmd->raw
+         ? ngx_tiktok_reports_node_command(cmd->node,
                                         ngx_tiktok_reports_store_reply,
                                         cmd, ngx_tiktok_reports_store_wanted,
                                         cmd->timeout, argc, argv, argvlen)
-        != NGX_OK)
-    {
+         : ngx_tiktok_reports_node_write(cmd->node,
+                                        ngx_tiktok_reports_store_reply,
+                                        cmd, ngx_tiktok_reports_store_wanted,
+                                        cmd->timeout, argc, argv, argvlen);
+
+    if (rc != NGX_OK) {
         /* no connection to send on */
         ngx_tiktok_reports_metrics_redis_error(0);
         return NGX_ERROR;
@@ -930,5 +946,72 @@ ngx_tiktok_reports_store_reply(ngx_tiktok_reports_node_t *node,
         }
     }
 
+    if (rc == NGX_OK && !cmd->raw && node->conf->wait_replicas) {
+        /* the outcomes count once the WAIT behind the call says so */
+        if (ngx_tiktok_reports_store_hold(cmd, rr) == NGX_OK) {
+            return;
+        }
+
+        rc = NGX_ERROR;
+    }
+
     ngx_tiktok_reports_store_finish(cmd, rc, rr);
+}
+
+
+/* the call's outcomes wait in the command for its WAIT's reply */
+
+static ngx_int_t
+ngx_tiktok_reports_store_hold(ngx_tiktok_reports_store_cmd_t *cmd,
+    redisReply *rr)
+{
+    ngx_uint_t   j;
+    redisReply  *e;
+
+    cmd->codes = ngx_alloc(cmd->n * sizeof(ngx_int_t), ngx_cycle->log);
+    if (cmd->codes == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (j = 0; j < cmd->n; j++) {
+        e = rr->element[j];
+        cmd->codes[j] = e->integer < 0 ? NGX_ABORT
+                        : e->integer == 0 ? NGX_DECLINED : NGX_OK;
+    }
+
+    cmd->hold.handler = ngx_tiktok_reports_store_waited;
+    cmd->hold.data = cmd;
+
+    if (ngx_tiktok_reports_node_hold(cmd->node, &cmd->hold) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, cmd->node->log, 0,
+                      "tiktok_reports: redis %V: no WAIT follows a write",
+                      &cmd->node->conf->name);
+        ngx_free(cmd->codes);
+        cmd->codes = NULL;
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * WAIT replied (or the connection was lost): the held outcomes count only
+ * if enough replicas have the writes; the reply is gone by now (NULL).
+ */
+
+static void
+ngx_tiktok_reports_store_waited(void *data, ngx_int_t rc)
+{
+    ngx_tiktok_reports_store_cmd_t  *cmd = data;
+
+    ngx_uint_t  j;
+
+    for (j = 0; j < cmd->n; j++) {
+        cmd->done(cmd->data, cmd->indices[j],
+                  rc == NGX_OK ? cmd->codes[j] : NGX_ERROR, NULL);
+    }
+
+    ngx_free(cmd->codes);
+    ngx_free(cmd);
 }
