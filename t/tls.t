@@ -181,10 +181,17 @@ is($t->redis('EXISTS', 'tiktok:msg:{unknown-1}', 'tiktok:msg:{unknown-3}'),
 # failed (valgrind is slow): the line is awaited, then counted
 my $unknown_ca = qr/\[error\] .*redis 127\.0\.0\.1:$tls unavailable: TLS certificate verify error: \((19:self-signed certificate in certificate chain|20:unable to get local issuer certificate)\)/;
 for (1 .. 100) {
-    last if count_log($unknown_ca) >= 1;
+    last if count_log(qr/unavailable: TLS certificate verify error/) >= 1;
     select undef, undef, undef, 0.1;
 }
-is(count_log($unknown_ca), 1, 'unknown CA: logged once, with the reason');
+if ($ENV{TT_VALGRIND}) {
+    # so slow that the first handshake can time out, and the outage's one
+    # error line says so; the reason then follows at info
+    ok(count_log(qr/unavailable: TLS certificate verify error: \((19|20):/)
+       >= 1, 'unknown CA: logged with the reason');
+} else {
+    is(count_log($unknown_ca), 1, 'unknown CA: logged once, with the reason');
+}
 
 $r = post('/wrong-name', 'wrong-1');
 is($r->{status}, 503, 'a name the certificate does not have: 503');
