@@ -503,11 +503,17 @@ ngx_tiktok_reports_status_lookup(ngx_http_request_t *r, ngx_array_t *ids,
     ngx_uint_t                      i;
     const char                     *argv[2];
     size_t                          argvlen[2];
+    ngx_tiktok_reports_ctx_t       *ctx;
     ngx_tiktok_reports_wait_t      *w;
     ngx_tiktok_reports_lookup_t    *lk;
     ngx_tiktok_reports_loc_conf_t  *tlcf;
 
     tlcf = ngx_http_get_module_loc_conf(r, ngx_tiktok_reports_module);
+
+    ctx = ngx_tiktok_reports_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     lk = ngx_pcalloc(r->pool, sizeof(ngx_tiktok_reports_lookup_t));
     if (lk == NULL) {
@@ -548,6 +554,10 @@ ngx_tiktok_reports_status_lookup(ngx_http_request_t *r, ngx_array_t *ids,
         return ngx_tiktok_reports_wait_start(w, tlcf->limits.timeout);
     }
 
+    /* $tiktok_reports_redis_time: from the first HGETALL sent */
+
+    ctx->redis_start = ngx_tiktok_reports_usec();
+
     for (i = 0; i < lk->n; i++) {
         len = tlcf->key_prefix.len + sizeof("msg:{}") - 1 + id[i].len;
 
@@ -580,6 +590,8 @@ ngx_tiktok_reports_status_lookup(ngx_http_request_t *r, ngx_array_t *ids,
 
         w->outstanding++;
     }
+
+    ctx->redis = (w->outstanding > 0);
 
     return ngx_tiktok_reports_wait_start(w, tlcf->limits.timeout);
 }
@@ -828,7 +840,15 @@ ngx_tiktok_reports_status_answer(ngx_http_request_t *r,
     size_t                        len;
     u_char                       *body, *p;
     ngx_uint_t                    i;
+    ngx_tiktok_reports_ctx_t     *ctx;
     ngx_tiktok_reports_lookup_t  *lk;
+
+    /* the last reply came, or the timeout: what Redis took of the lookup */
+    ctx = ngx_http_get_module_ctx(r, ngx_tiktok_reports_module);
+
+    if (ctx && ctx->redis) {
+        ctx->redis_time = ngx_tiktok_reports_usec() - ctx->redis_start;
+    }
 
     if (w->failed) {
         return ngx_tiktok_reports_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
