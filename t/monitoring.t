@@ -84,9 +84,10 @@ like($out, qr/SUCCESS/, 'the rule tests pass');
 my $rules = YAML::XS::LoadFile("$dir/alerts.yml");
 my @alerts = map { @{ $_->{rules} } } @{ $rules->{groups} };
 my %wanted = map { $_ => 1 } qw(TikTokReportsRedisUnavailable TikTokReportsWebhook5xx
-                                TikTokReportsSignatureFailures TikTokReportsRejectedResults);
+                                TikTokReportsSignatureFailures TikTokReportsRejectedResults
+                                TikTokReportsRedisReconnecting);
 delete $wanted{$_->{alert}} for @alerts;
-is_deeply([ sort keys %wanted ], [], 'Redis unavailable, 5xx ratio, signature failures and rejected results have an alert');
+is_deeply([ sort keys %wanted ], [], 'Redis unavailable, 5xx ratio, signature failures, rejected results and reconnects have an alert');
 
 # every alert fires in a test (promtool fails a test whose expected alert
 # does not fire), and is expected silent before that
@@ -147,6 +148,17 @@ is($?, 0, 'every dashboard query is valid PromQL') or diag $out;
 like($out, qr/SUCCESS: ${\ scalar @exprs} rules found/, 'promtool read all of them');
 
 check_expr(grafana($_->[1]), "dashboard \"$_->[0]\"") for @exprs;
+
+# every family the module exports has a panel (a histogram by any of its
+# series), so that a new metric comes with one
+my %shown;
+for my $e (@exprs) {
+    for my $sel (selectors(grafana($e->[1]))) {
+        (my $family = $sel->[0]) =~ s/_(?:bucket|sum|count)$//;
+        $shown{$_} = 1 for $sel->[0], $family;
+    }
+}
+ok($shown{$_}, "$_ has a dashboard panel") for sort keys %type;
 
 $t->check_logs;
 done_testing;
