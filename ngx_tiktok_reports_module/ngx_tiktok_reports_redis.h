@@ -187,6 +187,8 @@ struct ngx_tiktok_reports_node_s {
     unsigned                          wait_logged:1;
     unsigned                          discovering:1;  /* waits for target */
     unsigned                          check_role:1;   /* ROLE: master */
+    unsigned                          role_pending:1; /* nothing behind it */
+    unsigned                          role_sent:1;    /* its reply awaited */
 };
 
 

@@ -75,7 +75,7 @@ static void ngx_tiktok_reports_discovery_finish(
     ngx_tiktok_reports_discovery_t *d, ngx_int_t rc);
 static ngx_int_t ngx_tiktok_reports_discovery_set(
     ngx_tiktok_reports_discovery_t *d, u_char *ip, size_t len,
-    ngx_int_t port);
+    ngx_int_t port, const char *moved);
 
 static ngx_int_t ngx_tiktok_reports_resolve(ngx_tiktok_reports_discovery_t *d);
 static void ngx_tiktok_reports_resolve_handler(ngx_resolver_ctx_t *ctx);
@@ -296,12 +296,13 @@ ngx_tiktok_reports_discovery_finish(ngx_tiktok_reports_discovery_t *d,
 /*
  * The target's address: an IP address as text and a port.  NGX_DECLINED
  * when it is the one the node has already, NGX_ERROR when it is no
- * address.
+ * address.  A new address drops the node's connection, if any, saying
+ * "moved": its log line still names the address it was connected to.
  */
 
 static ngx_int_t
 ngx_tiktok_reports_discovery_set(ngx_tiktok_reports_discovery_t *d,
-    u_char *ip, size_t len, ngx_int_t port)
+    u_char *ip, size_t len, ngx_int_t port, const char *moved)
 {
     in_addr_t        addr;
     socklen_t        socklen;
@@ -340,6 +341,10 @@ ngx_tiktok_reports_discovery_set(ngx_tiktok_reports_discovery_t *d,
            == NGX_OK)
     {
         return NGX_DECLINED;
+    }
+
+    if (moved) {
+        ngx_tiktok_reports_node_drop(d->node, moved);
     }
 
     ngx_memcpy(&d->sockaddr, &sa, socklen);
@@ -440,7 +445,7 @@ ngx_tiktok_reports_resolve_handler(ngx_resolver_ctx_t *ctx)
                             text, NGX_SOCKADDR_STRLEN, 0);
 
         switch (ngx_tiktok_reports_discovery_set(d, text, len,
-                                                 d->conf->port))
+                                                 d->conf->port, NULL))
         {
         case NGX_OK:
             ngx_log_error(NGX_LOG_INFO, d->log, 0,
@@ -641,7 +646,7 @@ ngx_tiktok_reports_sentinel_reply(void *data, redisReply *reply)
 
     rc = (ip && port != NGX_ERROR)
          ? ngx_tiktok_reports_discovery_set(d, (u_char *) ip->str, ip->len,
-                                            port)
+                                            port, "the master moved")
          : NGX_ERROR;
 
     if (rc == NGX_ERROR) {
@@ -663,11 +668,6 @@ ngx_tiktok_reports_sentinel_reply(void *data, redisReply *reply)
                       "tiktok_reports: redis %V: master \"%V\" is %V "
                       "(sentinel %V)", &d->conf->name, &d->conf->master,
                       &d->target.name, name);
-
-        /* found by a re-check while connected: the master moved */
-        if (!d->waiting) {
-            ngx_tiktok_reports_node_drop(d->node, "the master moved");
-        }
     }
 
     ngx_tiktok_reports_discovery_finish(d, NGX_OK);
@@ -719,7 +719,9 @@ ngx_tiktok_reports_sentinel_switch(ngx_tiktok_reports_discovery_t *d,
     port = ngx_atoi(f[4], n[4]);
 
     if (port == NGX_ERROR
-        || ngx_tiktok_reports_discovery_set(d, f[3], n[3], port) != NGX_OK)
+        || ngx_tiktok_reports_discovery_set(d, f[3], n[3], port,
+                                            "the master switched")
+           != NGX_OK)
     {
         return;
     }
@@ -728,8 +730,6 @@ ngx_tiktok_reports_sentinel_switch(ngx_tiktok_reports_discovery_t *d,
                   "tiktok_reports: redis %V: master \"%V\" switched to %V "
                   "(sentinel %V)", &d->conf->name, &d->conf->master,
                   &d->target.name, &d->sconf.name);
-
-    ngx_tiktok_reports_node_drop(d->node, "the master switched");
 }
 
 

@@ -573,6 +573,8 @@ ngx_tiktok_reports_node_connect(ngx_tiktok_reports_node_t *node)
 
     node->ready = 0;
     node->handshake_failed = 0;
+    node->role_pending = 0;
+    node->role_sent = 0;
 
     if (node->discover == NULL) {
         if (ngx_tiktok_reports_node_open(node) != NGX_OK) {
@@ -732,6 +734,12 @@ ngx_tiktok_reports_node_handshake(ngx_tiktok_reports_node_t *node)
         {
             return NGX_ERROR;
         }
+
+        /*
+         * what queues behind waits for the answer: a replica that takes
+         * writes would take them before its ROLE reply is read
+         */
+        node->role_pending = 1;
     }
 
     argv[0] = "SCRIPT";
@@ -788,6 +796,14 @@ ngx_tiktok_reports_node_handshake_reply(ngx_tiktok_reports_node_t *node,
 
             node->handshake_failed = 1;
             ngx_tiktok_reports_node_failed(node, (char *) why);
+            return;
+        }
+
+        node->role_pending = 0;
+        node->role_sent = 0;
+
+        if (node->nsent < node->count && !node->flush.posted) {
+            ngx_post_event(&node->flush, &ngx_posted_events);
         }
 
         return;
@@ -889,7 +905,8 @@ ngx_tiktok_reports_node_flush(ngx_tiktok_reports_node_t *node)
 {
     size_t                          first;
     ngx_int_t                       rc;
-    ngx_uint_t                      i, n, d, k, slot[NGX_TIKTOK_REPORTS_IOV];
+    ngx_uint_t                      i, n, d, k, held,
+                                    slot[NGX_TIKTOK_REPORTS_IOV];
     ngx_buf_t                       buf[NGX_TIKTOK_REPORTS_IOV];
     ngx_chain_t                     out[NGX_TIKTOK_REPORTS_IOV];
     ngx_tiktok_reports_node_cmd_t  *cmd, dropped[NGX_TIKTOK_REPORTS_IOV];
@@ -913,8 +930,14 @@ ngx_tiktok_reports_node_flush(ngx_tiktok_reports_node_t *node)
             return;
         }
 
+        if (node->role_sent) {
+            /* ROLE's reply posts the flush again */
+            return;
+        }
+
         n = 0;
         d = 0;
+        held = 0;
 
         for (i = node->nsent;
              i < node->count && n < NGX_TIKTOK_REPORTS_IOV
@@ -951,6 +974,16 @@ ngx_tiktok_reports_node_flush(ngx_tiktok_reports_node_t *node)
             }
 
             slot[n++] = i;
+
+            if (node->role_pending
+                && cmd->handler == ngx_tiktok_reports_node_handshake_reply
+                && ngx_strcmp((char *) cmd->data, "ROLE") == 0)
+            {
+                /* the rest goes once ROLE said "master" */
+                held = 1;
+                i++;
+                break;
+            }
         }
 
         rc = NGX_OK;
@@ -982,6 +1015,10 @@ ngx_tiktok_reports_node_flush(ngx_tiktok_reports_node_t *node)
 
             node->nsent = (k == n) ? i : slot[k];
 
+            if (held && k == n) {
+                node->role_sent = 1;
+            }
+
         } else {
             node->nsent = i;
         }
@@ -991,7 +1028,7 @@ ngx_tiktok_reports_node_flush(ngx_tiktok_reports_node_t *node)
             dropped[k].handler(node, NULL, dropped[k].data);
         }
 
-        if (rc == NGX_AGAIN || node->nsent == node->count) {
+        if (rc == NGX_AGAIN || node->nsent == node->count || held) {
             break;
         }
     }
@@ -1041,6 +1078,8 @@ ngx_tiktok_reports_node_lost(ngx_tiktok_reports_node_t *node,
     }
 
     node->ready = 0;
+    node->role_pending = 0;
+    node->role_sent = 0;
     ngx_tiktok_reports_conn_close(&node->conn);
 
     /* an answer of the discovery layer that comes later is not waited for */

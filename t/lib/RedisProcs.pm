@@ -81,6 +81,8 @@ sub stop {
     my ($self, $sig) = @_;
     my $pid = delete $self->{pid} or return;
     delete $self->{sock};
+    # from DESTROY at exit, waitpid would set the test's exit status
+    local $?;
     kill $sig || 'TERM', $pid;
     waitpid $pid, 0;
 }
@@ -174,6 +176,7 @@ sub _reply {
 sub stop {
     my ($self) = @_;
     my $pid = delete $self->{pid} or return;
+    local $?;
     kill 'KILL', $pid;
     waitpid $pid, 0;
 }
