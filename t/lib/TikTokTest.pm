@@ -32,7 +32,8 @@ my $ROOT = $ENV{TT_ROOT}
 
 sub module_path {
     return $ENV{TT_MODULE} if $ENV{TT_MODULE};
-    my $dir = $ENV{TT_SANITIZE} ? 'asan' : 'nginx';
+    my $dir = $ENV{TT_SANITIZE} ? 'asan' : $ENV{TT_COVERAGE} ? 'coverage'
+            : 'nginx';
     return "$ROOT/build/$dir/objs/ngx_tiktok_reports_module.so";
 }
 
@@ -66,6 +67,9 @@ sub _spawn {
     die "fork: $!" unless defined $pid;
     if ($pid == 0) {
         POSIX::setsid();
+        # TT_COVERAGE=1: root (master, nginx -t) and nobody (workers) add
+        # to the same .gcda files, which the first of them creates
+        umask 0 if $ENV{TT_COVERAGE};
         %ENV = (%ENV, %$env);
         open STDIN, '<', '/dev/null';
         open STDOUT, '>>', "$self->{dir}/spawn.log";
@@ -274,7 +278,10 @@ sub nginx_test_conf {
     local $ENV{TT_LEAKS} = 0;
     my $env = $self->_env;
     local %ENV = (%ENV, %$env);
+    my $mask = umask;
+    umask 0 if $ENV{TT_COVERAGE};
     my $out = `nginx -t -p $self->{dir} -c $self->{dir}/nginx.conf 2>&1`;
+    umask $mask;
     return ($? >> 8, $out);
 }
 
