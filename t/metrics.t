@@ -105,6 +105,23 @@ is($m->{'tiktok_reports_redis_rtt_seconds_count'}, 62,
    'one round trip per stored body and per lookup');
 is($m->{'tiktok_reports_redis_rtt_seconds_bucket{le="+Inf"}'}, 62, 'histogram +Inf');
 ok($m->{'tiktok_reports_redis_rtt_seconds_sum'} > 0, 'histogram sum');
+# every bucket, cumulative, and each round trip counted in the bucket of its
+# time: on loopback all 62 took well under a second (and their sum says so)
+{
+    my @le = qw(0.000100 0.000250 0.000500 0.001000 0.002500 0.005000
+                0.010000 0.025000 0.050000 0.100000 0.250000 1.000000 +Inf);
+    my @n = map { $m->{"tiktok_reports_redis_rtt_seconds_bucket{le=\"$_\"}"} } @le;
+    is(scalar(grep { defined } @n), 13, 'histogram: a bucket for each bound');
+    my @down = grep { ($n[$_] // 0) < ($n[$_ - 1] // 0) } 1 .. $#n;
+    ok(!@down, 'histogram: buckets are cumulative') or diag("@n");
+    ok($m->{'tiktok_reports_redis_rtt_seconds_sum'} < 62,
+       'histogram: the round trips took less than a second each');
+    is($n[11], 62, 'histogram: every round trip counted at or below 1 s');
+    my ($first) = grep { ($n[$_] // 0) > 0 } 0 .. $#n;
+    ok(defined $first && $first < 11,
+       'histogram: loopback round trips in the sub-second buckets (first at le='
+       . $le[$first // 12] . ')');
+}
 my @up = grep { /^tiktok_reports_redis_connected\{/ } keys %$m;
 is(scalar @up, 3, 'a connection gauge per worker');
 is(scalar(grep { $m->{$_} == 1 } @up), 3, 'every worker connected');
