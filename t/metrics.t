@@ -58,6 +58,22 @@ sub metrics {
     return (\%m, $r);
 }
 
+# A request is counted in its worker's log phase, just after the answer went
+# out: the next request, on another worker, can come first.  So the counts
+# are read once they add up to what was sent (or after 5 s, to fail).
+sub metrics_after {
+    my ($requests) = @_;
+    my ($m, $r);
+    for (1 .. 100) {
+        ($m, $r) = metrics();
+        my $sum = 0;
+        $sum += $m->{$_} for grep { /^tiktok_reports_requests_total\{/ } keys %$m;
+        last if $sum >= $requests;
+        sleep 0.05;
+    }
+    return ($m, $r);
+}
+
 # every worker connected before anything is counted: under valgrind a
 # worker's first handshake can take longer than the 1 s timeout
 for (1 .. 300) {
@@ -85,7 +101,8 @@ $t->http(path => '/tiktok/status/nope');
 ok(keys(%served) >= 2, 'the requests were served by ' . scalar(keys %served)
    . ' different workers');
 
-my ($m, $r) = metrics();
+# 70 webhook answers (60 200s, 5 401s, 4 400s, one 413) and 2 lookups
+my ($m, $r) = metrics_after(72);
 is($r->{status}, 200, 'metrics: 200');
 like($r->{headers}{'content-type'}, qr{^text/plain; version=0\.0\.4}, 'metrics: Prometheus text');
 is($m->{'tiktok_reports_requests_total{location="webhook",code="200"}'}, 60,
@@ -148,14 +165,7 @@ for (1 .. 100) {
 }
 my $after = post(json_encode({ results => [ tiktok_dlr(id => 'after-reload') ] }));
 is($after && $after->{status}, 200, 'a body after the reload is stored');
-# a request is counted in its log phase, after its answer went out: another
-# worker may serve the scrape first
-for (1 .. 20) {
-    ($m) = metrics();
-    last if ($m->{'tiktok_reports_requests_total{location="webhook",code="200"}'}
-             // 0) >= 61;
-    sleep 0.1;
-}
+($m) = metrics_after(73);
 is($m->{'tiktok_reports_requests_total{location="webhook",code="200"}'}, 61,
    'totals survive a reload');
 
@@ -163,7 +173,7 @@ is($m->{'tiktok_reports_requests_total{location="webhook",code="200"}'}, 61,
 $t->stop_redis;
 post(json_encode({ results => [ tiktok_dlr(id => 'down') ] }));
 sleep 0.3;
-($m) = metrics();
+($m) = metrics_after(74);
 is($m->{'tiktok_reports_requests_total{location="webhook",code="503"}'}, 1, '503 counted');
 ok($m->{'tiktok_reports_redis_errors_total'} >= 1, 'Redis errors counted');
 ok(scalar(grep { /^tiktok_reports_redis_connected\{/ && $m->{$_} == 0 } keys %$m) >= 1,
