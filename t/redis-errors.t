@@ -56,6 +56,18 @@ my $fake = FakeRedis->new(dir => $dir, reply => sub {
 });
 my $fport = $fake->port;
 
+# another that refuses SELECT, and answers the rest of the handshake only
+# 3 s later, so that the refused connection takes that long to close
+mkdir "$dir/slow";
+my $slow = FakeRedis->new(dir => "$dir/slow", reply => sub {
+    my ($cmd) = @_;
+    my $name = uc $cmd->[0];
+    return FakeRedis::error('ERR DB index is out of range') if $name eq 'SELECT';
+    return "SLEEP 3\n" . FakeRedis::bulk('0' x 40) if $name eq 'SCRIPT';
+    return undef;
+});
+my $sport = $slow->port;
+
 $t->start_redis(extra => "unixsocket $dir/redis.sock\nunixsocketperm 777\n"
     . "user noscript on >pw ~* &* +\@all -\@scripting\n"
     . "user nohgetall on >pw ~* &* +\@all -hgetall\n");
@@ -102,6 +114,13 @@ $t->start_nginx(http => "    tiktok_reports_redis_timeout 2s;\n",
             tiktok_reports_redis_password fake-user fake-pw;
             tiktok_reports_redis_db 7;
             tiktok_reports_status;
+        }
+        location = /fake-db9 {
+            tiktok_reports_redis 127.0.0.1:$sport;
+            tiktok_reports_redis_timeout 10s;
+            tiktok_reports_redis_db 9;
+            tiktok_reports_webhook;
+            tiktok_reports_signature off;
         }
         location = /metrics {
             tiktok_reports_metrics;
@@ -259,6 +278,24 @@ my $unavailable = '{"error":"status store unavailable"}';
         sleep 0.1;
     }
     is($st, 200, 'after a closed connection the fake is reached again');
+}
+
+# a connection whose SELECT was refused closes once the rest of its
+# handshake is answered (3 s here): a request meanwhile gets 503 at once,
+# not at the timeout, and not on that connection
+{
+    my (@took, @st);
+    for (1 .. 4) {
+        my $t0 = time;
+        push @st, post('/fake-db9', 'db9-1')->{status};
+        push @took, time - $t0;
+        sleep 0.4;
+    }
+    is("@st", '503 503 503 503', 'a refused SELECT, closing: 503');
+    ok(!grep({ $_ > ($ENV{TT_VALGRIND} ? 1.5 : 0.5) } @took),
+       'a refused SELECT, closing: 503 at once (' . join(' ', map { sprintf '%.2f', $_ } @took) . ')');
+    is(scalar(grep { /^EVALSHA/ } $slow->commands), 0,
+       'a refused SELECT, closing: no call sent after it');
 }
 
 $t->stop_nginx;
