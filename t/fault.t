@@ -29,7 +29,7 @@ $ENV{TT_MODULE} = $so;
 
 # a worker that cannot start (the last case) is an alert; the faults of
 # \"nginx -t\" are its emergencies
-my $t = TikTokTest->new;
+my $t = TikTokTest->new(allow_log => qr/tiktok_reports: cannot (add|delete) redis (read|write) event/);
 my $dir = $t->dir;
 
 sub fault {
@@ -70,6 +70,12 @@ $t->start_nginx(http => "    tiktok_reports_redis_timeout 5s;\n", server => <<'E
         location /st3/ {
             tiktok_reports_redis_db 3;
             tiktok_reports_status;
+        }
+        location = /db5 {
+            tiktok_reports_redis_db 5;
+            tiktok_reports_redis_timeout 500ms;
+            tiktok_reports_webhook;
+            tiktok_reports_signature off;
         }
         location = /metrics {
             tiktok_reports_metrics;
@@ -349,6 +355,70 @@ case(name => 'NOSCRIPT, and the script cannot be sent again',
         sleep 0.1;
     }
     like($st, qr/"status":"SEEN"/, 'connected again: database 3 is read');
+}
+
+# the connection of database 5 dropped, and its reconnect meets the fault
+sub reconnect_db5 {
+    my (%c) = @_;
+    my ($callee, $caller) = split ' ', $c{rule};
+    my $before = fired($callee, $caller);
+    my $st = 0;
+    for (1 .. 50) {
+        $st = post('/db5', seen('db5-warm'))->{status};
+        last if $st == 200;
+        sleep 0.1;
+    }
+    is($st, 200, "$c{name}: connected before");
+    fault($dir, $c{rule});
+    my ($id) = map { /^id=(\d+) .* db=5 /m ? $1 : () }
+               split /\n/, $t->redis('CLIENT', 'LIST');
+    $t->redis('CLIENT', 'KILL', 'ID', $id);
+    for (1 .. 200) {
+        last if fired($callee, $caller) > $before;
+        sleep 0.01;
+    }
+    my $r = post('/db5', seen('db5-' . ++$n));
+    no_fault($dir);
+    is(fired($callee, $caller) - $before, 1, "$c{name}: fired");
+    is($r->{status}, $c{status}, "$c{name}: $c{status}");
+    like($t->error_log, $c{log}, "$c{name}: logged") if $c{log};
+    $st = 0;
+    for (1 .. 50) {
+        $st = post('/db5', seen('db5-after'))->{status};
+        last if $st == 200;
+        sleep 0.1;
+    }
+    is($st, 200, "$c{name}: connected again");
+}
+
+# epoll refusing the connection's events once: logged, and the next command
+# asks for them again (hiredis wants to read after every write), so the
+# request is served
+reconnect_db5(name => 'epoll refuses the read event',
+              rule => 'ngx_add_event ngx_tiktok_reports_redis_add_read 1', status => 200,
+              log => qr/\[alert\] .*tiktok_reports: cannot add redis read event/);
+reconnect_db5(name => 'epoll refuses the write event of the connect',
+              rule => 'ngx_add_event ngx_tiktok_reports_redis_add_write 1', status => 200,
+              log => qr/\[alert\] .*tiktok_reports: cannot add redis write event/);
+reconnect_db5(name => 'epoll refuses to remove the write event',
+              rule => 'ngx_del_event ngx_tiktok_reports_redis_del_write 1', status => 200,
+              log => qr/\[alert\] .*tiktok_reports: cannot delete redis write event/);
+
+# the handshake of the default connection cannot queue its SCRIPT LOAD: the
+# first call meets NOSCRIPT and sends the script itself
+{
+    my $before = () = $t->error_log =~ /lost the script, reloading/g;
+    fault($dir, 'redisAsyncCommandArgv ngx_tiktok_reports_node_command 1');
+    my ($id) = map { /^id=(\d+) .* db=0 .*cmd=(evalsha|hgetall|script)/m ? $1 : () }
+               split /\n/, $t->redis('CLIENT', 'LIST');
+    $t->redis('CLIENT', 'KILL', 'ID', $id) if $id;
+    sleep 0.5;
+    $t->redis('SCRIPT', 'FLUSH');
+    my $r = post('/open', seen('nsl-1'));
+    no_fault($dir);
+    is($r->{status}, 200, 'SCRIPT LOAD not queued: the call loads the script itself');
+    my $after = () = $t->error_log =~ /lost the script, reloading/g;
+    is($after - $before, 1, 'SCRIPT LOAD not queued: through NOSCRIPT');
 }
 
 # --- the lookup --------------------------------------------------------------

@@ -42,6 +42,10 @@ $t->start_nginx(main => "worker_shutdown_timeout 500ms;", server => <<"EOF2");
             tiktok_reports_webhook;
             tiktok_reports_signature off;
         }
+        location = /ok {
+            tiktok_reports_webhook;
+            tiktok_reports_signature off;
+        }
 EOF2
 
 sub post {
@@ -112,8 +116,10 @@ sub attempts { scalar(() = $t->error_log =~ /SELECT refused/g) }
 }
 
 # a request waiting on a connect that never completes, then a shutdown: at
-# worker_shutdown_timeout (500 ms) the worker closes what is left and exits
+# worker_shutdown_timeout (500 ms) the worker closes what is left (the
+# stuck connect, and an established Redis connection) and exits
 {
+    is(post('/ok', 'ok-1'), 200, 'an established Redis connection beside');
     my $pid = fork();
     if ($pid == 0) {
         post('/stuck', 'stuck-1', 30);

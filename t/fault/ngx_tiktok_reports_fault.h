@@ -8,8 +8,8 @@
  * Test-only fault injection, for t/fault.t.  A fault build (FAULT=1
  * .ci/build, and the COVERAGE=1 build) puts this header in front of every
  * source of the module with "-include"; no source of the module changes.
- * It wraps the calls that can fail for want of memory or in OpenSSL,
- * hiredis or yajl, each by a macro, so that the n-th call of a function
+ * It wraps the calls that can fail for want of memory, in epoll, or in
+ * OpenSSL, hiredis or yajl, each by a macro, so that the n-th call of a function
  * from a given function of the module can be made to fail.
  *
  * What fails is read from the file "fault" in nginx's prefix (-p), read
@@ -28,6 +28,7 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
+#include <ngx_event.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,6 +241,24 @@ ngx_tiktok_reports_fault_read_file(ngx_file_t *file, u_char *buf, size_t size,
 }
 
 
+static ngx_inline ngx_int_t
+ngx_tiktok_reports_fault_add_event(ngx_event_t *ev, ngx_int_t event,
+    ngx_uint_t flags, const char *caller)
+{
+    return NGX_TIKTOK_REPORTS_FAULT("ngx_add_event")
+           ? NGX_ERROR : ngx_event_actions.add(ev, event, flags);
+}
+
+
+static ngx_inline ngx_int_t
+ngx_tiktok_reports_fault_del_event(ngx_event_t *ev, ngx_int_t event,
+    ngx_uint_t flags, const char *caller)
+{
+    return NGX_TIKTOK_REPORTS_FAULT("ngx_del_event")
+           ? NGX_ERROR : ngx_event_actions.del(ev, event, flags);
+}
+
+
 static ngx_inline yajl_handle
 ngx_tiktok_reports_fault_yajl_alloc(const yajl_callbacks *cb,
     yajl_alloc_funcs *af, void *ctx, const char *caller)
@@ -379,6 +398,12 @@ ngx_tiktok_reports_fault_calloc_libc(size_t n, size_t size,
     ngx_tiktok_reports_fault_pool_cleanup_add(pool, size, __func__)
 #define ngx_read_file(file, buf, size, offset)                                \
     ngx_tiktok_reports_fault_read_file(file, buf, size, offset, __func__)
+#undef ngx_add_event
+#undef ngx_del_event
+#define ngx_add_event(ev, event, flags)                                       \
+    ngx_tiktok_reports_fault_add_event(ev, event, flags, __func__)
+#define ngx_del_event(ev, event, flags)                                       \
+    ngx_tiktok_reports_fault_del_event(ev, event, flags, __func__)
 #define yajl_alloc(cb, af, ctx)                                               \
     ngx_tiktok_reports_fault_yajl_alloc(cb, af, ctx, __func__)
 #define redisAsyncConnect(ip, port)                                           \
