@@ -29,7 +29,7 @@ $ENV{TT_MODULE} = $so;
 
 # a worker that cannot start (the last case) is an alert; the faults of
 # \"nginx -t\" are its emergencies
-my $t = TikTokTest->new(allow_log => qr/tiktok_reports: cannot (add|delete) redis (read|write) event/);
+my $t = TikTokTest->new;
 my $dir = $t->dir;
 
 sub fault {
@@ -275,86 +275,26 @@ for my $f (
          });
 }
 
-case(name => 'hiredis refuses a command',
-     rules => [ 'redisAsyncCommandArgv ngx_tiktok_reports_node_command 1' ],
+case(name => 'no memory to format a command',
+     rules => [ 'ngx_alloc ngx_tiktok_reports_node_format 1' ],
      request => sub { post('/open', seen('hr-1')) }, status => 503, body => $unavailable,
      after => sub { post('/open', seen('hr-1')) });
 
-case(name => 'NOSCRIPT, and the script cannot be sent again',
-     rules => [ 'redisAsyncCommandArgv ngx_tiktok_reports_node_command 2' ],
+case(name => 'NOSCRIPT, and no memory to send the script again',
+     rules => [ 'ngx_alloc ngx_tiktok_reports_node_format 2' ],
      request => sub { $t->redis('SCRIPT', 'FLUSH'); post('/open', seen('ns-1')) },
      status => 503, body => $unavailable,
+     check => sub { like($t->error_log, qr/lost the script, reloading/,
+                         'NOSCRIPT, and no memory to send the script again: it tried') },
      after => sub { post('/open', seen('ns-1')) });
 
 {
     my @ids = map { "ring-$_" } 1 .. 100;
     my $q = '/st/?' . join '&', map { "id=$_" } @ids;
-    case(name => 'no memory to grow the ring past 64 commands',
+    case(name => 'no memory to grow the queue past 64 commands',
          rules => [ 'ngx_alloc ngx_tiktok_reports_node_push 1' ],
          request => sub { $t->http(path => $q) }, status => 503, body => $unavailable,
          after => sub { $t->http(path => $q) });
-}
-
-# a reconnect without memory for its context: logged, 503, and connected later
-{
-    case(name => 'a reconnect without memory for hiredis\'s context',
-         rules => [ 'redisAsyncConnect ngx_tiktok_reports_node_connect 1' ],
-         request => sub {
-             # the connection dropped, the reconnect fails: the request
-             # comes while the next one is planned
-             my $before = fired('redisAsyncConnect', 'ngx_tiktok_reports_node_connect');
-             $t->redis('CLIENT', 'KILL', 'SKIPME', 'yes');
-             for (1 .. 100) {
-                 last if fired('redisAsyncConnect', 'ngx_tiktok_reports_node_connect') > $before;
-                 sleep 0.01;
-             }
-             post('/open', seen('rc-1'));
-         },
-         status => 503, body => $unavailable,
-         check => sub { like($t->error_log, qr/redis 127\.0\.0\.1:\d+ unavailable: out of memory/,
-                             '... logged') },
-         after => sub {
-             my $r;
-             for (1 .. 50) {
-                 $r = post('/open', seen('rc-1'));
-                 last if $r && $r->{status} == 200;
-                 sleep 0.1;
-             }
-             $r;
-         });
-}
-
-# a reconnect whose SELECT cannot be queued must not serve requests from
-# database 0
-{
-    $t->redis('HSET', 'tiktok:msg:{db-x}', 'status', 'WRONG-DATABASE');
-    $t->select_db(3);
-    $t->redis('HSET', 'tiktok:msg:{db-x}', 'status', 'SEEN');
-    $t->select_db(0);
-    is($t->http(path => '/st3/db-x')->{body}, '{"messageId":"db-x","status":"SEEN"}',
-       'database 3 is read');
-    my $before = fired('redisAsyncCommandArgv', 'ngx_tiktok_reports_node_command');
-    fault($dir, 'redisAsyncCommandArgv ngx_tiktok_reports_node_command 1');
-    $t->redis('CLIENT', 'KILL', 'SKIPME', 'yes');
-    sleep 0.5;
-    my @bodies = map { $t->http(path => '/st3/db-x')->{body} } 1 .. 3;
-    no_fault($dir);
-    is(fired('redisAsyncCommandArgv', 'ngx_tiktok_reports_node_command') - $before, 1,
-       'a SELECT that cannot be queued: the fault fired');
-    TODO: {
-        local $TODO = 'node_connect keeps a connection whose handshake could not be queued';
-        ok(!grep({ /WRONG-DATABASE/ } @bodies),
-           'a SELECT that cannot be queued: no lookup reads database 0')
-            or diag join "\n", @bodies;
-    }
-    $t->redis('CLIENT', 'KILL', 'SKIPME', 'yes');
-    my $st = '';
-    for (1 .. 50) {
-        $st = $t->http(path => '/st3/db-x')->{body};
-        last if $st =~ /SEEN/;
-        sleep 0.1;
-    }
-    like($st, qr/"status":"SEEN"/, 'connected again: database 3 is read');
 }
 
 # the connection of database 5 dropped, and its reconnect meets the fault
@@ -391,35 +331,59 @@ sub reconnect_db5 {
     is($st, 200, "$c{name}: connected again");
 }
 
-# epoll refusing the connection's events once: logged, and the next command
-# asks for them again (hiredis wants to read after every write), so the
-# request is served
-reconnect_db5(name => 'epoll refuses the read event',
-              rule => 'ngx_add_event ngx_tiktok_reports_redis_add_read 1', status => 200,
-              log => qr/\[alert\] .*tiktok_reports: cannot add redis read event/);
-reconnect_db5(name => 'epoll refuses the write event of the connect',
-              rule => 'ngx_add_event ngx_tiktok_reports_redis_add_write 1', status => 200,
-              log => qr/\[alert\] .*tiktok_reports: cannot add redis write event/);
-reconnect_db5(name => 'epoll refuses to remove the write event',
-              rule => 'ngx_del_event ngx_tiktok_reports_redis_del_write 1', status => 200,
-              log => qr/\[alert\] .*tiktok_reports: cannot delete redis write event/);
+# a reconnect that cannot be made, or whose handshake cannot be queued: the
+# request meanwhile gets 503 (it comes while the next attempt is planned),
+# the reason is logged, and the connection is made again later
+reconnect_db5(name => 'a reconnect without memory for the reply reader',
+              rule => 'redisReaderCreate ngx_tiktok_reports_conn_open 1', status => 503,
+              log => qr/unavailable: cannot open a connection/);
+reconnect_db5(name => 'a reconnect whose SELECT cannot be queued',
+              rule => 'ngx_alloc ngx_tiktok_reports_node_format 1', status => 503,
+              log => qr/unavailable: out of memory/);
 
-# the handshake of the default connection cannot queue its SCRIPT LOAD: the
-# first call meets NOSCRIPT and sends the script itself
+# a SELECT that cannot be queued must not leave a connection that serves
+# requests from database 0
 {
-    my $before = () = $t->error_log =~ /lost the script, reloading/g;
-    fault($dir, 'redisAsyncCommandArgv ngx_tiktok_reports_node_command 1');
-    my ($id) = map { /^id=(\d+) .* db=0 .*cmd=(evalsha|hgetall|script)/m ? $1 : () }
+    $t->redis('HSET', 'tiktok:msg:{db-x}', 'status', 'WRONG-DATABASE');
+    $t->select_db(3);
+    $t->redis('HSET', 'tiktok:msg:{db-x}', 'status', 'SEEN');
+    $t->select_db(0);
+    is($t->http(path => '/st3/db-x')->{body}, '{"messageId":"db-x","status":"SEEN"}',
+       'database 3 is read');
+    my $before = fired('ngx_alloc', 'ngx_tiktok_reports_node_format');
+    fault($dir, 'ngx_alloc ngx_tiktok_reports_node_format 1');
+    my ($id) = map { /^id=(\d+) .* db=3 /m ? $1 : () }
                split /\n/, $t->redis('CLIENT', 'LIST');
-    $t->redis('CLIENT', 'KILL', 'ID', $id) if $id;
-    sleep 0.5;
-    $t->redis('SCRIPT', 'FLUSH');
-    my $r = post('/open', seen('nsl-1'));
+    $t->redis('CLIENT', 'KILL', 'ID', $id);
+    for (1 .. 200) {
+        last if fired('ngx_alloc', 'ngx_tiktok_reports_node_format') > $before;
+        sleep 0.01;
+    }
+    my @bodies;
+    for (1 .. 10) {
+        push @bodies, $t->http(path => '/st3/db-x')->{body};
+        last if $bodies[-1] =~ /SEEN/;
+        sleep 0.1;
+    }
     no_fault($dir);
-    is($r->{status}, 200, 'SCRIPT LOAD not queued: the call loads the script itself');
-    my $after = () = $t->error_log =~ /lost the script, reloading/g;
-    is($after - $before, 1, 'SCRIPT LOAD not queued: through NOSCRIPT');
+    is(fired('ngx_alloc', 'ngx_tiktok_reports_node_format') - $before, 1,
+       'a SELECT that cannot be queued: the fault fired');
+    ok(!grep({ /WRONG-DATABASE/ } @bodies),
+       'a SELECT that cannot be queued: no lookup reads database 0')
+        or diag join "\n", @bodies;
+    like($bodies[-1], qr/"status":"SEEN"/, 'connected again: database 3 is read');
 }
+
+# epoll refusing the connection's read event: the connection is dropped
+# with the reason, the request gets 503, and the next connection serves
+reconnect_db5(name => 'epoll refuses the read event',
+              rule => 'ngx_handle_read_event ngx_tiktok_reports_conn_read 1', status => 503,
+              log => qr/unavailable: cannot add a read event/);
+
+# the reply reader cannot take what came: the connection is dropped
+reconnect_db5(name => 'no memory for what came from Redis',
+              rule => 'redisReaderFeed ngx_tiktok_reports_conn_read 1', status => 503,
+              log => qr/unavailable: out of memory/);
 
 # --- the lookup --------------------------------------------------------------
 
@@ -559,8 +523,8 @@ for my $f (
     [ 'ngx_pnalloc ngx_tiktok_reports_merge_transition 1', qr/test failed/ ],
     [ 'ngx_pool_cleanup_add ngx_tiktok_reports_merge_signature 1', qr/test failed/ ],
     [ 'ngx_pnalloc ngx_tiktok_reports_secret_file 1', qr/test failed/ ],
-    [ 'ngx_array_create ngx_tiktok_reports_secret_file 1', qr/test failed/ ],
-    [ 'ngx_array_push ngx_tiktok_reports_secret_file 2', qr/test failed/ ],
+    [ 'ngx_array_create ngx_tiktok_reports_secret_push 1', qr/test failed/ ],
+    [ 'ngx_array_push ngx_tiktok_reports_secret_push 2', qr/test failed/ ],
     [ 'ngx_array_push ngx_tiktok_reports_metrics_init 1', qr/test failed/ ],
 ) {
     my ($rule, $re) = @$f;

@@ -133,8 +133,8 @@ ok($m->{'tiktok_reports_redis_rtt_seconds_sum'} > 0, 'histogram sum');
 # every bucket, cumulative, and each round trip counted in the bucket of its
 # time: on loopback all 62 took well under a second (and their sum says so)
 {
-    my @le = qw(0.000100 0.000250 0.000500 0.001000 0.002500 0.005000
-                0.010000 0.025000 0.050000 0.100000 0.250000 1.000000 +Inf);
+    my @le = qw(0.0001 0.00025 0.0005 0.001 0.0025 0.005 0.01 0.025 0.05 0.1
+                0.25 1 +Inf);
     my @n = map { $m->{"tiktok_reports_redis_rtt_seconds_bucket{le=\"$_\"}"} } @le;
     is(scalar(grep { defined } @n), 13, 'histogram: a bucket for each bound');
     my @down = grep { ($n[$_] // 0) < ($n[$_ - 1] // 0) } 1 .. $#n;

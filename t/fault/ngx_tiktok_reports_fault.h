@@ -9,7 +9,7 @@
  * .ci/build, and the COVERAGE=1 build) puts this header in front of every
  * source of the module with "-include"; no source of the module changes.
  * It wraps the calls that can fail for want of memory, in epoll, or in
- * OpenSSL, hiredis or yajl, each by a macro, so that the n-th call of a function
+ * OpenSSL, hiredis's reader or yajl, each by a macro, so that the n-th call of a function
  * from a given function of the module can be made to fail.
  *
  * What fails is read from the file "fault" in nginx's prefix (-p), read
@@ -37,7 +37,6 @@
 
 #include <openssl/evp.h>
 #include <hiredis/hiredis.h>
-#include <hiredis/async.h>
 #include <yajl/yajl_parse.h>
 
 
@@ -242,20 +241,46 @@ ngx_tiktok_reports_fault_read_file(ngx_file_t *file, u_char *buf, size_t size,
 
 
 static ngx_inline ngx_int_t
-ngx_tiktok_reports_fault_add_event(ngx_event_t *ev, ngx_int_t event,
-    ngx_uint_t flags, const char *caller)
+ngx_tiktok_reports_fault_handle_read_event(ngx_event_t *ev, ngx_uint_t flags,
+    const char *caller)
 {
-    return NGX_TIKTOK_REPORTS_FAULT("ngx_add_event")
-           ? NGX_ERROR : ngx_event_actions.add(ev, event, flags);
+    return NGX_TIKTOK_REPORTS_FAULT("ngx_handle_read_event")
+           ? NGX_ERROR : ngx_handle_read_event(ev, flags);
 }
 
 
 static ngx_inline ngx_int_t
-ngx_tiktok_reports_fault_del_event(ngx_event_t *ev, ngx_int_t event,
-    ngx_uint_t flags, const char *caller)
+ngx_tiktok_reports_fault_handle_write_event(ngx_event_t *ev, size_t lowat,
+    const char *caller)
 {
-    return NGX_TIKTOK_REPORTS_FAULT("ngx_del_event")
-           ? NGX_ERROR : ngx_event_actions.del(ev, event, flags);
+    return NGX_TIKTOK_REPORTS_FAULT("ngx_handle_write_event")
+           ? NGX_ERROR : ngx_handle_write_event(ev, lowat);
+}
+
+
+static ngx_inline ngx_pool_t *
+ngx_tiktok_reports_fault_create_pool(size_t size, ngx_log_t *log,
+    const char *caller)
+{
+    return NGX_TIKTOK_REPORTS_FAULT("ngx_create_pool")
+           ? NULL : ngx_create_pool(size, log);
+}
+
+
+static ngx_inline redisReader *
+ngx_tiktok_reports_fault_reader_create(const char *caller)
+{
+    return NGX_TIKTOK_REPORTS_FAULT("redisReaderCreate")
+           ? NULL : redisReaderCreate();
+}
+
+
+static ngx_inline int
+ngx_tiktok_reports_fault_reader_feed(redisReader *r, const char *buf,
+    size_t len, const char *caller)
+{
+    return NGX_TIKTOK_REPORTS_FAULT("redisReaderFeed")
+           ? REDIS_ERR : redisReaderFeed(r, buf, len);
 }
 
 
@@ -265,35 +290,6 @@ ngx_tiktok_reports_fault_yajl_alloc(const yajl_callbacks *cb,
 {
     return NGX_TIKTOK_REPORTS_FAULT("yajl_alloc") ? NULL
                                                   : yajl_alloc(cb, af, ctx);
-}
-
-
-static ngx_inline redisAsyncContext *
-ngx_tiktok_reports_fault_redis_connect(const char *ip, int port,
-    const char *caller)
-{
-    return NGX_TIKTOK_REPORTS_FAULT("redisAsyncConnect")
-           ? NULL : redisAsyncConnect(ip, port);
-}
-
-
-static ngx_inline redisAsyncContext *
-ngx_tiktok_reports_fault_redis_connect_unix(const char *path,
-    const char *caller)
-{
-    return NGX_TIKTOK_REPORTS_FAULT("redisAsyncConnectUnix")
-           ? NULL : redisAsyncConnectUnix(path);
-}
-
-
-static ngx_inline int
-ngx_tiktok_reports_fault_redis_command_argv(redisAsyncContext *ac,
-    redisCallbackFn *fn, void *privdata, int argc, const char **argv,
-    const size_t *argvlen, const char *caller)
-{
-    return NGX_TIKTOK_REPORTS_FAULT("redisAsyncCommandArgv")
-           ? REDIS_ERR
-           : redisAsyncCommandArgv(ac, fn, privdata, argc, argv, argvlen);
 }
 
 
@@ -398,21 +394,18 @@ ngx_tiktok_reports_fault_calloc_libc(size_t n, size_t size,
     ngx_tiktok_reports_fault_pool_cleanup_add(pool, size, __func__)
 #define ngx_read_file(file, buf, size, offset)                                \
     ngx_tiktok_reports_fault_read_file(file, buf, size, offset, __func__)
-#undef ngx_add_event
-#undef ngx_del_event
-#define ngx_add_event(ev, event, flags)                                       \
-    ngx_tiktok_reports_fault_add_event(ev, event, flags, __func__)
-#define ngx_del_event(ev, event, flags)                                       \
-    ngx_tiktok_reports_fault_del_event(ev, event, flags, __func__)
+#define ngx_handle_read_event(ev, flags)                                      \
+    ngx_tiktok_reports_fault_handle_read_event(ev, flags, __func__)
+#define ngx_handle_write_event(ev, lowat)                                     \
+    ngx_tiktok_reports_fault_handle_write_event(ev, lowat, __func__)
+#define ngx_create_pool(size, log)                                            \
+    ngx_tiktok_reports_fault_create_pool(size, log, __func__)
+#define redisReaderCreate()                                                   \
+    ngx_tiktok_reports_fault_reader_create(__func__)
+#define redisReaderFeed(r, buf, len)                                          \
+    ngx_tiktok_reports_fault_reader_feed(r, buf, len, __func__)
 #define yajl_alloc(cb, af, ctx)                                               \
     ngx_tiktok_reports_fault_yajl_alloc(cb, af, ctx, __func__)
-#define redisAsyncConnect(ip, port)                                           \
-    ngx_tiktok_reports_fault_redis_connect(ip, port, __func__)
-#define redisAsyncConnectUnix(path)                                           \
-    ngx_tiktok_reports_fault_redis_connect_unix(path, __func__)
-#define redisAsyncCommandArgv(ac, fn, data, argc, argv, argvlen)              \
-    ngx_tiktok_reports_fault_redis_command_argv(ac, fn, data, argc, argv,     \
-                                                argvlen, __func__)
 #define EVP_MAC_CTX_dup(src)                                                  \
     ngx_tiktok_reports_fault_mac_ctx_dup(src, __func__)
 #define EVP_MAC_CTX_new(mac)                                                  \

@@ -5,9 +5,8 @@ package FakeRedis;
 # It runs in a child process on a reserved port, reads pipelined RESP
 # commands, and answers each with what reply(\@command) returns: raw RESP
 # bytes, 'CLOSE' to close the connection, or undef for what Redis would say
-# to the handshake (AUTH, SELECT, SCRIPT LOAD).  A reply that starts with
-# "SLEEP <seconds>\n" is sent after that pause (what came before it first).
-# Every command it gets is appended to commands.log in dir, one line each.
+# to the handshake (AUTH, SELECT, SCRIPT LOAD).  Every command it gets is
+# appended to commands.log in dir, one line each.
 
 use strict;
 use warnings;
@@ -120,11 +119,6 @@ sub _run {
                 my $r = $self->{reply} ? $self->{reply}->($cmd) : undef;
                 $r = _default($cmd) unless defined $r;
                 if ($r eq 'CLOSE') { $close = 1; last }
-                if ($r =~ s/^SLEEP ([\d.]+)\n//) {
-                    syswrite($s, $out) if length $out;
-                    $out = '';
-                    select(undef, undef, undef, $1);
-                }
                 $out .= $r;
             }
             syswrite($s, $out) if length $out;
