@@ -80,6 +80,9 @@ $t->start_nginx(http => "    tiktok_reports_redis_timeout 5s;\n", server => <<'E
         location = /metrics {
             tiktok_reports_metrics;
         }
+        location = /health {
+            tiktok_reports_health;
+        }
 EOF
 
 my $n = 0;
@@ -454,6 +457,11 @@ for my $f (
 }
 
 # --- metrics -----------------------------------------------------------------
+
+case(name => 'health, no memory for the answer',
+     rules => [ 'ngx_pnalloc ngx_tiktok_reports_health_handler 1' ],
+     request => sub { $t->http(path => '/health') }, status => 500,
+     after => sub { $t->http(path => '/health') });
 
 case(name => 'metrics, no memory for the text',
      rules => [ 'ngx_pnalloc ngx_tiktok_reports_metrics_handler 1' ],

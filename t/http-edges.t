@@ -3,7 +3,8 @@
 # must be discarded but is malformed (nginx's 400, counted), methods the
 # metrics location does not take, a signature header after more headers
 # than nginx's first list part holds, a Content-Type with a tab, chunked
-# bodies, and values with tabs and carriage returns shown as JSON.
+# bodies, and values with tabs and carriage returns shown as JSON.  The
+# health location takes GET and HEAD only.
 
 use strict;
 use warnings;
@@ -30,6 +31,9 @@ $t->start_nginx(server => <<'EOF');
         }
         location = /metrics {
             tiktok_reports_metrics;
+        }
+        location = /health {
+            tiktok_reports_health;
         }
 EOF
 
@@ -61,8 +65,9 @@ my $bad_chunk = "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n";
         "POST /st/ HTTP/1.1\r\nHost: x\r\n$bad_chunk",
         "POST /open HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n$bad_chunk",
         "GET /metrics HTTP/1.1\r\nHost: x\r\n$bad_chunk",
+        "GET /health HTTP/1.1\r\nHost: x\r\n$bad_chunk",
     );
-    is("@st", '400 400 400 400 400 400', 'a malformed chunked body: 400 everywhere');
+    is("@st", '400 400 400 400 400 400 400', 'a malformed chunked body: 400 everywhere');
     my $m = metrics();
     my $d = sub { $m->{$_[0]} - $m0->{$_[0]} };
     is($d->('tiktok_reports_requests_total{location="webhook",code="400"}'), 3,
@@ -81,6 +86,17 @@ my $bad_chunk = "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n";
     is($r->{status}, 200, 'metrics: HEAD is 200');
     is($r->{body}, '', 'metrics: HEAD has no body');
     like($r->{headers}{'content-type'}, qr{^text/plain}, 'metrics: HEAD has the type');
+}
+
+# the health location: GET and HEAD
+{
+    my ($st, $body) = raw("POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                          . "Connection: close\r\n\r\n{}");
+    is($st, 405, 'health: POST is 405');
+    is($body, '{"error":"method not allowed"}', 'health: the JSON error');
+    my $r = $t->http(method => 'HEAD', path => '/health');
+    is($r->{status}, 200, 'health: HEAD is 200');
+    is($r->{body}, '', 'health: HEAD has no body');
 }
 
 # a chunked webhook body, in several chunks, signed over its decoded bytes
