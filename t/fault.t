@@ -526,7 +526,7 @@ for my $f (
     [ 'ngx_array_push ngx_tiktok_reports_store_get 1', qr/test failed/ ],
     [ 'ngx_pcalloc ngx_tiktok_reports_create_main_conf 1', qr/test failed/ ],
     [ 'ngx_pcalloc ngx_tiktok_reports_create_loc_conf 1', qr/test failed/ ],
-    [ 'ngx_pcalloc ngx_tiktok_reports_redis 1', qr/test failed/ ],
+    [ 'ngx_array_create ngx_tiktok_reports_redis 1', qr/test failed/ ],
     [ 'ngx_pnalloc ngx_tiktok_reports_merge_store 1', qr/test failed/ ],
     [ 'ngx_pnalloc ngx_tiktok_reports_merge_transition 1', qr/test failed/ ],
     [ 'ngx_pool_cleanup_add ngx_tiktok_reports_merge_signature 1', qr/test failed/ ],
