@@ -58,6 +58,30 @@ sub metrics {
     return (\%m, $r);
 }
 
+# A request is counted in its worker's log phase, just after the answer went
+# out: the next request, on another worker, can come first.  So the counts
+# are read once they add up to what was sent (or after 5 s, to fail).
+sub metrics_after {
+    my ($requests) = @_;
+    my ($m, $r);
+    for (1 .. 100) {
+        ($m, $r) = metrics();
+        my $sum = 0;
+        $sum += $m->{$_} for grep { /^tiktok_reports_requests_total\{/ } keys %$m;
+        last if $sum >= $requests;
+        sleep 0.05;
+    }
+    return ($m, $r);
+}
+
+# every worker connected before anything is counted: under valgrind a
+# worker's first handshake can take longer than the 1 s timeout
+for (1 .. 300) {
+    my ($m) = metrics();
+    last if 3 == grep { /^tiktok_reports_redis_connected\{/ && $m->{$_} == 1 } keys %$m;
+    sleep 0.1;
+}
+
 # 60 requests on new connections: the kernel spreads them over the workers
 my %pids;
 for my $i (1 .. 30) {
@@ -77,7 +101,8 @@ $t->http(path => '/tiktok/status/nope');
 ok(keys(%served) >= 2, 'the requests were served by ' . scalar(keys %served)
    . ' different workers');
 
-my ($m, $r) = metrics();
+# 70 webhook answers (60 200s, 5 401s, 4 400s, one 413) and 2 lookups
+my ($m, $r) = metrics_after(72);
 is($r->{status}, 200, 'metrics: 200');
 like($r->{headers}{'content-type'}, qr{^text/plain; version=0\.0\.4}, 'metrics: Prometheus text');
 is($m->{'tiktok_reports_requests_total{location="webhook",code="200"}'}, 60,
@@ -105,6 +130,23 @@ is($m->{'tiktok_reports_redis_rtt_seconds_count'}, 62,
    'one round trip per stored body and per lookup');
 is($m->{'tiktok_reports_redis_rtt_seconds_bucket{le="+Inf"}'}, 62, 'histogram +Inf');
 ok($m->{'tiktok_reports_redis_rtt_seconds_sum'} > 0, 'histogram sum');
+# every bucket, cumulative, and each round trip counted in the bucket of its
+# time: on loopback all 62 took well under a second (and their sum says so)
+{
+    my @le = qw(0.0001 0.00025 0.0005 0.001 0.0025 0.005 0.01 0.025 0.05 0.1
+                0.25 1 +Inf);
+    my @n = map { $m->{"tiktok_reports_redis_rtt_seconds_bucket{le=\"$_\"}"} } @le;
+    is(scalar(grep { defined } @n), 13, 'histogram: a bucket for each bound');
+    my @down = grep { ($n[$_] // 0) < ($n[$_ - 1] // 0) } 1 .. $#n;
+    ok(!@down, 'histogram: buckets are cumulative') or diag("@n");
+    ok($m->{'tiktok_reports_redis_rtt_seconds_sum'} < 62,
+       'histogram: the round trips took less than a second each');
+    is($n[11], 62, 'histogram: every round trip counted at or below 1 s');
+    my ($first) = grep { ($n[$_] // 0) > 0 } 0 .. $#n;
+    ok(defined $first && $first < 11,
+       'histogram: loopback round trips in the sub-second buckets (first at le='
+       . $le[$first // 12] . ')');
+}
 my @up = grep { /^tiktok_reports_redis_connected\{/ } keys %$m;
 is(scalar @up, 3, 'a connection gauge per worker');
 is(scalar(grep { $m->{$_} == 1 } @up), 3, 'every worker connected');
@@ -123,14 +165,7 @@ for (1 .. 100) {
 }
 my $after = post(json_encode({ results => [ tiktok_dlr(id => 'after-reload') ] }));
 is($after && $after->{status}, 200, 'a body after the reload is stored');
-# a request is counted in its log phase, after its answer went out: another
-# worker may serve the scrape first
-for (1 .. 20) {
-    ($m) = metrics();
-    last if ($m->{'tiktok_reports_requests_total{location="webhook",code="200"}'}
-             // 0) >= 61;
-    sleep 0.1;
-}
+($m) = metrics_after(73);
 is($m->{'tiktok_reports_requests_total{location="webhook",code="200"}'}, 61,
    'totals survive a reload');
 
@@ -138,7 +173,7 @@ is($m->{'tiktok_reports_requests_total{location="webhook",code="200"}'}, 61,
 $t->stop_redis;
 post(json_encode({ results => [ tiktok_dlr(id => 'down') ] }));
 sleep 0.3;
-($m) = metrics();
+($m) = metrics_after(74);
 is($m->{'tiktok_reports_requests_total{location="webhook",code="503"}'}, 1, '503 counted');
 ok($m->{'tiktok_reports_redis_errors_total'} >= 1, 'Redis errors counted');
 ok(scalar(grep { /^tiktok_reports_redis_connected\{/ && $m->{$_} == 0 } keys %$m) >= 1,

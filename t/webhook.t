@@ -112,6 +112,7 @@ EOF
 
 my $dlr_key = key('a28dd97c-1ffb-4fcf-99f1-0b557ed381da');
 my $seen_key = key('45db39c3-7822-4e72-a3ec-c87442c0ffz9');
+my $dlr_timeline;
 
 run_cases($t,
     {
@@ -129,6 +130,7 @@ run_cases($t,
             [ 'HGET', $dlr_key, 'updatedAt' ] => qr/^\d{13}$/,
             [ 'HEXISTS', $dlr_key, 'delivery' ] => 0,
             [ 'HGET', $dlr_key, 'timeline' ] => sub {
+                $dlr_timeline = $_[0];
                 my $e = json_decode($_[0]);
                 $e->{kind} eq 'delivery' && $e->{status} eq 'DELIVERED'
                 && $e->{statusName} eq 'DELIVERED_TO_HANDSET'
@@ -144,7 +146,11 @@ run_cases($t,
         expect => { status => 200,
                     body => '{"accepted":0,"duplicates":1,"rejected":[]}' },
         redis => [
-            [ 'HGET', $dlr_key, 'timeline' ] => sub { $_[0] !~ /\n/ },
+            # the timeline is there, and the same single line as before
+            [ 'HGET', $dlr_key, 'timeline' ] => sub {
+                defined $_[0] && defined $dlr_timeline && $_[0] eq $dlr_timeline
+                && $_[0] !~ /\n/;
+            },
             [ 'XLEN', 'tiktok:events' ] => 1,
         ],
     },

@@ -14,6 +14,7 @@ use File::Path ();
 use IO::Socket::INET;
 use IO::Select;
 use POSIX ();
+use Fcntl ();
 use Time::HiRes qw(sleep time);
 use Digest::SHA ();
 use Digest::MD5 ();
@@ -32,17 +33,57 @@ my $ROOT = $ENV{TT_ROOT}
 
 sub module_path {
     return $ENV{TT_MODULE} if $ENV{TT_MODULE};
-    my $dir = $ENV{TT_SANITIZE} ? 'asan' : 'nginx';
+    my $dir = $ENV{TT_SANITIZE} ? 'asan' : $ENV{TT_COVERAGE} ? 'coverage'
+            : 'nginx';
     return "$ROOT/build/$dir/objs/ngx_tiktok_reports_module.so";
 }
 
-sub free_port {
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+# Ports: each test file starts its servers on ports it reserves for its whole
+# life.  A port is taken from below the kernel's ephemeral range (so that no
+# client socket and no port-0 listener elsewhere can be on it), under an
+# exclusive lock in a directory every run of this harness shares (so that
+# two test files running at once never pick the same one), and only when
+# nothing listens on it.  The locks go with the process.
+my $PORT_LOCKS = $ENV{TT_PORT_LOCKS} || '/tmp/tiktok-reports-test-ports';
+my %PORT_LOCK;
+
+sub _port_range {
+    my $low = 32768;
+    if (open my $fh, '<', '/proc/sys/net/ipv4/ip_local_port_range') {
+        my ($l) = split ' ', scalar(<$fh>) // '';
+        $low = $l if $l && $l > 2048;
+    }
+    my $top = $low - 1;
+    my $bottom = $top - 12000 > 1024 ? $top - 12000 : 1024;
+    return ($bottom, $top);
+}
+
+# a port reserved for this process: locked, and nothing listens on it now
+sub reserve_port {
+    my ($p) = @_;
+    return 0 if $PORT_LOCK{$p};
+    unless (-d $PORT_LOCKS) {
+        mkdir $PORT_LOCKS;
+        chmod 01777, $PORT_LOCKS;
+    }
+    open my $fh, '>>', "$PORT_LOCKS/$p" or return 0;
+    flock($fh, Fcntl::LOCK_EX() | Fcntl::LOCK_NB()) or return 0;
+    # ReuseAddr: a port left in TIME_WAIT is fine, a listener is not
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $p,
                                   Proto => 'tcp', Listen => 1, ReuseAddr => 1)
-        or die "no free port: $!";
-    my $p = $s->sockport;
+        or return 0;
     close $s;
-    return $p;
+    $PORT_LOCK{$p} = $fh;
+    return 1;
+}
+
+sub free_port {
+    my ($bottom, $top) = _port_range();
+    for (1 .. 500) {
+        my $p = $bottom + int(rand($top - $bottom + 1));
+        return $p if reserve_port($p);
+    }
+    die "no free port between $bottom and $top";
 }
 
 sub new {
@@ -66,6 +107,9 @@ sub _spawn {
     die "fork: $!" unless defined $pid;
     if ($pid == 0) {
         POSIX::setsid();
+        # TT_COVERAGE=1: root (master, nginx -t) and nobody (workers) add
+        # to the same .gcda files, which the first of them creates
+        umask 0 if $ENV{TT_COVERAGE};
         %ENV = (%ENV, %$env);
         open STDIN, '<', '/dev/null';
         open STDOUT, '>>', "$self->{dir}/spawn.log";
@@ -91,6 +135,19 @@ sub _wait_port {
 
 sub start_redis {
     my ($self, %opt) = @_;
+    for my $try (1 .. 3) {
+        return $self if $self->_start_redis(%opt);
+        # the port was taken after it was reserved: only a first start may
+        # move (nginx's configuration names the port)
+        die "redis did not start:\n" . $self->_file('redis.log')
+            if $self->{redis_started};
+        $self->{redis_port} = free_port();
+    }
+    die "redis did not start on three ports";
+}
+
+sub _start_redis {
+    my ($self, %opt) = @_;
     my $conf = "$self->{dir}/redis.conf";
     my $data = "$self->{dir}/redis-data";
     File::Path::make_path($data);
@@ -101,15 +158,32 @@ sub start_redis {
         . ($opt{password} ? "requirepass $opt{password}\n" : '')
         . ($opt{extra} || '');
     close $fh;
-    $self->{redis_pid} = $self->_spawn({}, 'redis-server', $conf);
+    my $pid = $self->{redis_pid} = $self->_spawn({}, 'redis-server', $conf);
     $self->{redis_password} = $opt{password};
     delete $self->{redis_sock};
-    _wait_port($self->{redis_port}) or die "redis did not start";
-    # answers PING only once loaded
-    for (1 .. 100) {
-        my $r = eval { $self->redis('PING') };
-        return $self if defined $r && $r eq 'PONG';
-        sleep 0.05;
+    # answers PING only once loaded; and it must be this one, not another
+    # server that holds the port
+    my $until = time + 10;
+    while (time < $until) {
+        if (waitpid($pid, POSIX::WNOHANG()) == $pid) {
+            delete $self->{redis_pid};
+            return 0;
+        }
+        my $info = eval { $self->redis('INFO', 'server') };
+        if (defined $info) {
+            my ($p) = $info =~ /^process_id:(\d+)/m;
+            die "port $self->{redis_port} is served by another redis ($p)"
+                unless $p && $p == $pid;
+            $self->{redis_started} = 1;
+            while (time < $until) {
+                my $r = eval { $self->redis('PING') };
+                return 1 if defined $r && $r eq 'PONG';
+                sleep 0.05;
+            }
+            last;
+        }
+        delete $self->{redis_sock};
+        sleep 0.02;
     }
     die "redis does not answer";
 }
@@ -211,6 +285,9 @@ sub nginx_conf {
     # before: main-context lines ahead of our load_module (other modules first)
     my $before = $opt{before} || '';
     my $listen = $opt{listen} || '';
+    my $events = $opt{events} || 'worker_connections 1024;';
+    # no_redis: the module's default address
+    my $redis_line = $opt{no_redis} ? '' : "tiktok_reports_redis $redis;";
     return <<"EOF";
 $before
 load_module $so;
@@ -219,7 +296,7 @@ $main
 worker_processes $workers;
 error_log $d/error.log info;
 pid $d/nginx.pid;
-events { worker_connections 1024; }
+events { $events }
 http {
     access_log off;
     client_body_temp_path $d/body;
@@ -227,7 +304,7 @@ http {
     fastcgi_temp_path $d/fastcgi;
     uwsgi_temp_path $d/uwsgi;
     scgi_temp_path $d/scgi;
-    tiktok_reports_redis $redis;
+    $redis_line
 $http
     server {
         listen 127.0.0.1:$self->{http_port} $listen;
@@ -274,13 +351,27 @@ sub nginx_test_conf {
     local $ENV{TT_LEAKS} = 0;
     my $env = $self->_env;
     local %ENV = (%ENV, %$env);
+    my $mask = umask;
+    umask 0 if $ENV{TT_COVERAGE};
     my $out = `nginx -t -p $self->{dir} -c $self->{dir}/nginx.conf 2>&1`;
+    umask $mask;
     return ($? >> 8, $out);
 }
 
 sub start_nginx {
     my ($self, %opt) = @_;
+    for my $try (1 .. 3) {
+        return $self if $self->_start_nginx(%opt);
+        $self->{http_port} = free_port();
+    }
+    die "nginx did not start on three ports";
+}
+
+sub _start_nginx {
+    my ($self, %opt) = @_;
     $self->write_conf(%opt);
+    unlink "$self->{dir}/nginx.pid";
+    my $log_size = -s "$self->{dir}/error.log" || 0;
     my @vg;
     # TT_VALGRIND=1: nginx and its workers under memcheck, one log each
     @vg = ('valgrind', '--tool=memcheck', '--leak-check=full',
@@ -288,11 +379,25 @@ sub start_nginx {
            "--log-file=$self->{dir}/valgrind.%p",
            "--suppressions=$ROOT/t/valgrind.supp")
         if $ENV{TT_VALGRIND};
-    $self->{nginx_pid} = $self->_spawn($self->_env, @vg, 'nginx', '-p',
-        $self->{dir}, '-c', "$self->{dir}/nginx.conf", '-g', 'daemon off;');
-    _wait_port($self->{http_port}, $ENV{TT_VALGRIND} ? 60 : 10)
+    my $pid = $self->{nginx_pid} = $self->_spawn($self->_env, @vg, 'nginx',
+        '-p', $self->{dir}, '-c', "$self->{dir}/nginx.conf",
+        '-g', 'daemon off;');
+    # the pid file is written once the listening sockets are bound
+    my $until = time + ($ENV{TT_VALGRIND} ? 60 : 10);
+    while (time < $until) {
+        if (waitpid($pid, POSIX::WNOHANG()) == $pid) {
+            delete $self->{nginx_pid};
+            my $log = substr($self->error_log, $log_size);
+            # the port was taken after it was reserved: another one
+            return 0 if $log =~ /bind\(\) to 127\.0\.0\.1:$self->{http_port} failed \(98:/;
+            die "nginx did not start:\n" . $log . $self->spawn_log;
+        }
+        last if $self->_file('nginx.pid') =~ /^$pid$/m;
+        sleep 0.02;
+    }
+    _wait_port($self->{http_port}, 1)
         or die "nginx did not start:\n" . $self->error_log . $self->spawn_log;
-    return $self;
+    return 1;
 }
 
 sub reload_nginx {
@@ -301,17 +406,24 @@ sub reload_nginx {
     kill 'HUP', $self->{nginx_pid};
 }
 
+# QUIT, and nginx must be gone in time (10 s, 60 s under valgrind): a hung
+# graceful shutdown is a failure of the test, not something to kill quietly
 sub stop_nginx {
     my ($self) = @_;
     my $pid = delete $self->{nginx_pid} or return;
     kill 'QUIT', $pid;
-    my $until = time + 10;
+    my $limit = $ENV{TT_VALGRIND} ? 60 : 10;
+    my $until = time + $limit;
     while (time < $until) {
-        return if waitpid($pid, POSIX::WNOHANG()) == $pid;
+        return 1 if waitpid($pid, POSIX::WNOHANG()) == $pid;
         sleep 0.02;
     }
+    my @left = `pgrep -g $pid`;
     kill 'KILL', -$pid;
     waitpid $pid, 0;
+    fail("nginx exits within $limit s of QUIT");
+    diag('killed: ' . join(' ', map { chomp; $_ } @left));
+    return 0;
 }
 
 sub worker_pids {
@@ -321,9 +433,11 @@ sub worker_pids {
     return @pids;
 }
 
-sub spawn_log {
-    my ($self) = @_;
-    open my $fh, '<', "$self->{dir}/spawn.log" or return '';
+sub spawn_log { $_[0]->_file('spawn.log') }
+
+sub _file {
+    my ($self, $name) = @_;
+    open my $fh, '<', "$self->{dir}/$name" or return '';
     local $/;
     return <$fh>;
 }
