@@ -26,6 +26,8 @@
 
 static void ngx_tiktok_reports_conn_read(ngx_event_t *rev);
 static void ngx_tiktok_reports_conn_write(ngx_event_t *wev);
+static ngx_int_t ngx_tiktok_reports_conn_ready(ngx_tiktok_reports_conn_t *conn,
+    ngx_connection_t *c);
 static ngx_err_t ngx_tiktok_reports_conn_test_connect(ngx_connection_t *c);
 static void ngx_tiktok_reports_conn_fail(ngx_tiktok_reports_conn_t *conn,
     const char *why, ngx_err_t err);
@@ -226,38 +228,59 @@ ngx_tiktok_reports_conn_send(ngx_tiktok_reports_conn_t *conn,
 }
 
 
+/*
+ * Either event may be the first after connect(2): NGX_OK when the
+ * connection is up and its handler may go on; otherwise it failed (the node
+ * was told), or the TLS handshake has just begun and calls back itself.
+ */
+
+static ngx_int_t
+ngx_tiktok_reports_conn_ready(ngx_tiktok_reports_conn_t *conn,
+    ngx_connection_t *c)
+{
+    ngx_err_t  err;
+
+    if (c->close) {
+        /* worker_shutdown_timeout: nginx closes what is still open */
+        ngx_tiktok_reports_conn_fail(conn, "worker is shutting down", 0);
+        return NGX_DECLINED;
+    }
+
+    if (conn->connected) {
+        return NGX_OK;
+    }
+
+    err = ngx_tiktok_reports_conn_test_connect(c);
+
+    if (err) {
+        ngx_tiktok_reports_conn_fail(conn, "connect() failed", err);
+        return NGX_DECLINED;
+    }
+
+#if (NGX_SSL)
+    if (conn->ssl) {
+        ngx_tiktok_reports_conn_ssl_start(conn, c);
+        return NGX_DECLINED;
+    }
+#endif
+
+    conn->connected = 1;
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_tiktok_reports_conn_write(ngx_event_t *wev)
 {
-    ngx_err_t                   err;
     ngx_connection_t           *c;
     ngx_tiktok_reports_conn_t  *conn;
 
     c = wev->data;
     conn = c->data;
 
-    if (c->close) {
-        /* worker_shutdown_timeout: nginx closes what is still open */
-        ngx_tiktok_reports_conn_fail(conn, "worker is shutting down", 0);
+    if (ngx_tiktok_reports_conn_ready(conn, c) != NGX_OK) {
         return;
-    }
-
-    if (!conn->connected) {
-        err = ngx_tiktok_reports_conn_test_connect(c);
-
-        if (err) {
-            ngx_tiktok_reports_conn_fail(conn, "connect() failed", err);
-            return;
-        }
-
-#if (NGX_SSL)
-        if (conn->ssl) {
-            ngx_tiktok_reports_conn_ssl_start(conn, c);
-            return;
-        }
-#endif
-
-        conn->connected = 1;
     }
 
 #if (NGX_SSL)
@@ -278,34 +301,14 @@ ngx_tiktok_reports_conn_read(ngx_event_t *rev)
     u_char                      buf[NGX_TIKTOK_REPORTS_READ_BUF];
     void                       *reply;
     ssize_t                     n;
-    ngx_err_t                   err;
     ngx_connection_t           *c;
     ngx_tiktok_reports_conn_t  *conn;
 
     c = rev->data;
     conn = c->data;
 
-    if (c->close) {
-        ngx_tiktok_reports_conn_fail(conn, "worker is shutting down", 0);
+    if (ngx_tiktok_reports_conn_ready(conn, c) != NGX_OK) {
         return;
-    }
-
-    if (!conn->connected) {
-        err = ngx_tiktok_reports_conn_test_connect(c);
-
-        if (err) {
-            ngx_tiktok_reports_conn_fail(conn, "connect() failed", err);
-            return;
-        }
-
-#if (NGX_SSL)
-        if (conn->ssl) {
-            ngx_tiktok_reports_conn_ssl_start(conn, c);
-            return;
-        }
-#endif
-
-        conn->connected = 1;
     }
 
     /*
