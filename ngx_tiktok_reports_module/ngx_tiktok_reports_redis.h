@@ -72,6 +72,8 @@ ngx_int_t ngx_tiktok_reports_conn_open(ngx_tiktok_reports_conn_t *conn,
 ngx_int_t ngx_tiktok_reports_conn_send(ngx_tiktok_reports_conn_t *conn,
     ngx_chain_t *out);
 void ngx_tiktok_reports_conn_close(ngx_tiktok_reports_conn_t *conn);
+u_char *ngx_tiktok_reports_conn_reason(u_char *p, u_char *last,
+    const char *why, ngx_err_t err);
 
 
 /* TLS settings (ngx_tiktok_reports_redis_ssl.c) */

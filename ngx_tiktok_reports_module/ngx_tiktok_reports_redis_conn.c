@@ -397,17 +397,30 @@ static void
 ngx_tiktok_reports_conn_fail(ngx_tiktok_reports_conn_t *conn,
     const char *why, ngx_err_t err)
 {
-    u_char  text[NGX_MAX_ERROR_STR], *p;
+    u_char  text[NGX_MAX_ERROR_STR];
+
+    *ngx_tiktok_reports_conn_reason(text, text + sizeof(text) - 1, why, err)
+        = '\0';
+
+    conn->failed(conn->data, (char *) text);
+}
+
+
+/* "why", and the system's reason after it when there is one */
+
+u_char *
+ngx_tiktok_reports_conn_reason(u_char *p, u_char *last, const char *why,
+    ngx_err_t err)
+{
+    p = ngx_slprintf(p, last - 1, "%s", why);
 
     if (err) {
-        p = ngx_snprintf(text, sizeof(text) - 1, "%s (%d: ", why, err);
-        p = ngx_strerror(err, p, text + sizeof(text) - 2 - p);
+        p = ngx_slprintf(p, last - 1, " (%d: ", err);
+        p = ngx_strerror(err, p, last - 1 - p);
         *p++ = ')';
-        *p = '\0';
-        why = (const char *) text;
     }
 
-    conn->failed(conn->data, why);
+    return p;
 }
 
 

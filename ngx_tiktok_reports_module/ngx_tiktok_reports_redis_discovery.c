@@ -515,12 +515,11 @@ ngx_tiktok_reports_sentinel_ask(ngx_tiktok_reports_discovery_t *d)
             break;
         }
 
-        p = ngx_snprintf(d->why, sizeof(d->why) - 2,
-                         "no sentinel tells master \"%V\" (%V: "
-                         "connect() failed (%d: ", &d->conf->master,
-                         &s->name, err);
-        p = ngx_strerror(err, p, d->why + sizeof(d->why) - 3 - p);
-        *p++ = ')';
+        p = ngx_snprintf(d->why, sizeof(d->why) - 3,
+                         "no sentinel tells master \"%V\" (%V: ",
+                         &d->conf->master, &s->name);
+        p = ngx_tiktok_reports_conn_reason(p, d->why + sizeof(d->why) - 2,
+                                           "connect() failed", err);
         *p++ = ')';
         *p = '\0';
 

@@ -630,24 +630,18 @@ ngx_tiktok_reports_node_connect(ngx_tiktok_reports_node_t *node)
 static ngx_int_t
 ngx_tiktok_reports_node_open(ngx_tiktok_reports_node_t *node)
 {
-    u_char     why[NGX_MAX_ERROR_STR], *p;
+    u_char     why[NGX_MAX_ERROR_STR];
     ngx_err_t  err;
 
     if (ngx_tiktok_reports_conn_open(&node->conn, node->target, node->log,
                                      &err)
         != NGX_OK)
     {
-        if (err) {
-            p = ngx_snprintf(why, sizeof(why) - 2, "connect() failed (%d: ",
-                             err);
-            p = ngx_strerror(err, p, why + sizeof(why) - 2 - p);
-            *p++ = ')';
-            *p = '\0';
-
-        } else {
-            ngx_cpystrn(why, (u_char *) "cannot open a connection",
-                        sizeof(why));
-        }
+        *ngx_tiktok_reports_conn_reason(why, why + sizeof(why) - 1,
+                                        err ? "connect() failed"
+                                            : "cannot open a connection",
+                                        err)
+            = '\0';
 
         ngx_tiktok_reports_node_failed(node, (char *) why);
         return NGX_ERROR;
