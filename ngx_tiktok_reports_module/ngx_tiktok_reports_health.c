@@ -55,9 +55,9 @@ ngx_tiktok_reports_health_handler(ngx_http_request_t *r)
                + ngx_tiktok_reports_json_string_len(stores[i]->conf.name.data,
                                                     stores[i]->conf.name.len);
 
-        if (stores[i]->node == NULL
-            || ngx_tiktok_reports_node_state(stores[i]->node, &state,
-                                             &outstanding)
+        if ((stores[i]->node == NULL && stores[i]->cluster == NULL)
+            || ngx_tiktok_reports_store_state(stores[i], &state,
+                                              &outstanding)
                != NGX_OK)
         {
             ok = 0;
@@ -73,9 +73,9 @@ ngx_tiktok_reports_health_handler(ngx_http_request_t *r)
                     ok ? "ok" : "unavailable");
 
     for (i = 0; i < tmcf->stores.nelts; i++) {
-        if (stores[i]->node) {
-            rc = ngx_tiktok_reports_node_state(stores[i]->node, &state,
-                                               &outstanding);
+        if (stores[i]->node || stores[i]->cluster) {
+            rc = ngx_tiktok_reports_store_state(stores[i], &state,
+                                                &outstanding);
 
         } else {
             /* no worker has started it: a helper process */

@@ -304,7 +304,8 @@ ngx_tiktok_reports_metrics_connected(ngx_uint_t store, ngx_uint_t state)
 
     m = ngx_tiktok_reports_metrics;
 
-    if (m == NULL) {
+    if (m == NULL || store == (ngx_uint_t) -1) {
+        /* a cluster's node: the cluster tells the store's gauge */
         return;
     }
 

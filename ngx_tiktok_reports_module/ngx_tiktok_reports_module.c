@@ -106,6 +106,10 @@ static ngx_conf_num_bounds_t  ngx_tiktok_reports_maxlen_bounds = {
     ngx_conf_check_num_bounds, 0, NGX_MAX_INT32_VALUE
 };
 
+static ngx_conf_num_bounds_t  ngx_tiktok_reports_partitions_bounds = {
+    ngx_conf_check_num_bounds, 1, 1024
+};
+
 static ngx_conf_post_t  ngx_tiktok_reports_positive_post = {
     ngx_tiktok_reports_positive
 };
@@ -235,6 +239,13 @@ static ngx_command_t  ngx_tiktok_reports_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_tiktok_reports_loc_conf_t, stream_maxlen),
       &ngx_tiktok_reports_maxlen_bounds },
+
+    { ngx_string("tiktok_reports_stream_partitions"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_tiktok_reports_loc_conf_t, stream_partitions),
+      &ngx_tiktok_reports_partitions_bounds },
 
     { ngx_string("tiktok_reports_max_results"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -438,6 +449,8 @@ ngx_tiktok_reports_create_loc_conf(ngx_conf_t *cf)
     conf->ttl = NGX_CONF_UNSET;
     conf->keep_reports = NGX_CONF_UNSET;
     conf->stream_maxlen = NGX_CONF_UNSET;
+    conf->stream_partitions = NGX_CONF_UNSET;
+    conf->redis_cluster = NGX_CONF_UNSET;
     conf->max_results = NGX_CONF_UNSET;
     conf->tolerance = NGX_CONF_UNSET;
     conf->log_level = NGX_CONF_UNSET_UINT;
@@ -456,6 +469,11 @@ ngx_tiktok_reports_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     if (conf->redis == NGX_CONF_UNSET_PTR) {
         conf->redis_sentinels = prev->redis_sentinels;
         conf->redis_master = prev->redis_master;
+        conf->redis_cluster = prev->redis_cluster;
+    }
+
+    if (conf->redis_cluster == NGX_CONF_UNSET) {
+        conf->redis_cluster = 0;
     }
 
     ngx_conf_merge_ptr_value(conf->redis, prev->redis, NULL);
@@ -485,6 +503,10 @@ ngx_tiktok_reports_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_sec_value(conf->ttl, prev->ttl, 30 * 86400);
     ngx_conf_merge_value(conf->keep_reports, prev->keep_reports, 0);
     ngx_conf_merge_value(conf->stream_maxlen, prev->stream_maxlen, 1000000);
+
+    /* on a cluster the feed spreads over the masters */
+    ngx_conf_merge_value(conf->stream_partitions, prev->stream_partitions,
+                         conf->redis_cluster ? 16 : 1);
     ngx_conf_merge_value(conf->max_results, prev->max_results, 10000);
     ngx_conf_merge_sec_value(conf->tolerance, prev->tolerance, 300);
     ngx_conf_merge_uint_value(conf->log_level, prev->log_level, NGX_LOG_INFO);
@@ -495,6 +517,16 @@ ngx_tiktok_reports_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->sig_digest = prev->sig_digest;
         conf->sig_header = prev->sig_header;
         conf->sig_pos = prev->sig_pos;
+    }
+
+    /* Redis Cluster has database 0 only, and refuses SELECT */
+    if (conf->redis_cluster && conf->redis_db != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"tiktok_reports_redis_db\" %i is not possible "
+                           "with \"cluster\" in \"tiktok_reports_redis\": "
+                           "Redis Cluster has database 0 only",
+                           conf->redis_db);
+        return NGX_CONF_ERROR;
     }
 
     /* a reply after the request's own timeout would come too late */
@@ -575,7 +607,7 @@ ngx_tiktok_reports_merge_store(ngx_conf_t *cf,
         rc.wait_timeout = conf->redis_wait_timeout;
     }
 
-    if (conf->redis_master.len) {
+    if (conf->redis_master.len || conf->redis_cluster) {
         if (ngx_tiktok_reports_merge_sentinel(cf, conf, &rc) != NGX_CONF_OK) {
             return NGX_CONF_ERROR;
         }
@@ -734,33 +766,39 @@ ngx_tiktok_reports_merge_host(ngx_conf_t *cf,
 
 /*
  * Sentinel: the sentinels' addresses now (as nginx resolves its other
- * addresses), the master's from them at run time.  The store's name lists
- * them all, so that only locations naming the same ones share it.
+ * addresses), the master's from them at run time.  Cluster: the seeds'
+ * addresses now, the masters' from the slot map at run time (host names
+ * the cluster announces through the location's resolver).  The store's
+ * name lists them all, so that only locations naming the same ones share
+ * it.
  */
 
 static char *
 ngx_tiktok_reports_merge_sentinel(ngx_conf_t *cf,
     ngx_tiktok_reports_loc_conf_t *conf, ngx_tiktok_reports_redis_conf_t *rc)
 {
-    u_char      *p;
-    size_t       len;
-    ngx_uint_t   i;
-    ngx_url_t   *u;
-    ngx_addr_t  *a;
+    u_char                    *p;
+    size_t                     len;
+    ngx_uint_t                 i;
+    ngx_url_t                 *u;
+    ngx_addr_t                *a;
+    ngx_array_t               *addrs;
+    ngx_http_core_loc_conf_t  *clcf;
 
     u = conf->redis_sentinels->elts;
 
-    rc->sentinels = ngx_array_create(cf->pool,
-                                     conf->redis_sentinels->nelts,
-                                     sizeof(ngx_addr_t));
-    if (rc->sentinels == NULL) {
+    addrs = ngx_array_create(cf->pool, conf->redis_sentinels->nelts,
+                             sizeof(ngx_addr_t));
+    if (addrs == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    len = sizeof("sentinel=") - 1 + conf->redis_master.len;
+    len = conf->redis_cluster ? sizeof("cluster") - 1
+                              : sizeof("sentinel=") - 1
+                                + conf->redis_master.len;
 
     for (i = 0; i < conf->redis_sentinels->nelts; i++) {
-        a = ngx_array_push(rc->sentinels);
+        a = ngx_array_push(addrs);
         if (a == NULL) {
             return NGX_CONF_ERROR;
         }
@@ -768,6 +806,18 @@ ngx_tiktok_reports_merge_sentinel(ngx_conf_t *cf,
         a->sockaddr = u[i].addrs[0].sockaddr;
         a->socklen = u[i].addrs[0].socklen;
         a->name = u[i].url;
+
+        if (conf->redis_cluster) {
+            /* the seed as an address and port, as the cluster says them */
+            p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN);
+            if (p == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            a->name.data = p;
+            a->name.len = ngx_sock_ntop(a->sockaddr, a->socklen, p,
+                                        NGX_SOCKADDR_STRLEN, 1);
+        }
 
         len += u[i].url.len + 1;
     }
@@ -783,10 +833,24 @@ ngx_tiktok_reports_merge_sentinel(ngx_conf_t *cf,
         p = ngx_sprintf(p, "%V ", &u[i].url);
     }
 
-    p = ngx_sprintf(p, "sentinel=%V", &conf->redis_master);
-    rc->name.len = p - rc->name.data;
+    if (conf->redis_cluster) {
+        p = ngx_cpymem(p, "cluster", 7);
+        rc->seeds = addrs;
 
-    rc->master = conf->redis_master;
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+        if (clcf->resolver && clcf->resolver->connections.nelts) {
+            rc->resolver = clcf->resolver;
+            rc->resolver_timeout = clcf->resolver_timeout;
+        }
+
+    } else {
+        p = ngx_sprintf(p, "sentinel=%V", &conf->redis_master);
+        rc->sentinels = addrs;
+        rc->master = conf->redis_master;
+    }
+
+    rc->name.len = p - rc->name.data;
 
     return NGX_CONF_OK;
 }
@@ -797,6 +861,7 @@ ngx_tiktok_reports_merge_transition(ngx_conf_t *cf,
     ngx_tiktok_reports_loc_conf_t *conf)
 {
     u_char                           *p;
+    ngx_uint_t                        i;
     ngx_tiktok_reports_store_opts_t  *opts;
 
     opts = &conf->transition;
@@ -820,6 +885,30 @@ ngx_tiktok_reports_merge_transition(ngx_conf_t *cf,
     opts->maxlen.data = p;
     p = ngx_sprintf(p, "%i", conf->stream_maxlen);
     opts->maxlen.len = p - opts->maxlen.data;
+
+    /* the feed's partitions: <prefix>events, or <prefix>events:{p} */
+    opts->partitions = conf->stream_partitions;
+
+    opts->feeds = ngx_palloc(cf->pool, opts->partitions * sizeof(ngx_str_t));
+    if (opts->feeds == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (opts->partitions == 1) {
+        opts->feeds[0] = opts->events;
+        return NGX_CONF_OK;
+    }
+
+    for (i = 0; i < opts->partitions; i++) {
+        p = ngx_pnalloc(cf->pool, opts->events.len + sizeof(":{}") - 1
+                                  + NGX_INT_T_LEN);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        opts->feeds[i].data = p;
+        opts->feeds[i].len = ngx_sprintf(p, "%V:{%ui}", &opts->events, i) - p;
+    }
 
     return NGX_CONF_OK;
 }
@@ -934,7 +1023,7 @@ ngx_tiktok_reports_conf_error(ngx_conf_t *cf,
 }
 
 
-/* tiktok_reports_redis address ... [sentinel=name] */
+/* tiktok_reports_redis address ... [sentinel=name | cluster] */
 
 static char *
 ngx_tiktok_reports_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -943,7 +1032,7 @@ ngx_tiktok_reports_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_str_t    *value, master;
     ngx_url_t    *u;
-    ngx_uint_t    i, n;
+    ngx_uint_t    i, n, cluster;
     ngx_array_t  *urls;
 
     if (tlcf->redis != NGX_CONF_UNSET_PTR) {
@@ -954,8 +1043,23 @@ ngx_tiktok_reports_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_str_null(&master);
     n = 0;
+    cluster = 0;
 
     for (i = 1; i < cf->args->nelts; i++) {
+        if (value[i].len == 7
+            && ngx_strncmp(value[i].data, "cluster", 7) == 0)
+        {
+            if (cluster) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "duplicate \"cluster\" in "
+                                   "\"tiktok_reports_redis\"");
+                return NGX_CONF_ERROR;
+            }
+
+            cluster = 1;
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "sentinel=", 9) != 0) {
             n++;
             continue;
@@ -985,10 +1089,18 @@ ngx_tiktok_reports_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (n > 1 && master.data == NULL) {
+    if (cluster && master.data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"cluster\" and \"sentinel=\" of "
+                           "\"tiktok_reports_redis\" exclude each other");
+        return NGX_CONF_ERROR;
+    }
+
+    if (n > 1 && master.data == NULL && !cluster) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "more than one address in "
-                           "\"tiktok_reports_redis\" needs \"sentinel=\"");
+                           "\"tiktok_reports_redis\" needs \"sentinel=\" "
+                           "or \"cluster\"");
         return NGX_CONF_ERROR;
     }
 
@@ -998,7 +1110,10 @@ ngx_tiktok_reports_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     for (i = 1; i < cf->args->nelts; i++) {
-        if (ngx_strncmp(value[i].data, "sentinel=", 9) == 0) {
+        if (ngx_strncmp(value[i].data, "sentinel=", 9) == 0
+            || (value[i].len == 7
+                && ngx_strncmp(value[i].data, "cluster", 7) == 0))
+        {
             continue;
         }
 
@@ -1013,7 +1128,7 @@ ngx_tiktok_reports_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         u->default_port = master.data ? 26379 : 6379;
 
         /* Redis's own host name waits for the merge: a resolver may come */
-        u->no_resolve = (master.data == NULL);
+        u->no_resolve = (master.data == NULL && !cluster);
 
         if (ngx_parse_url(cf->pool, u) != NGX_OK) {
             if (u->err) {
@@ -1042,10 +1157,13 @@ ngx_tiktok_reports_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     tlcf->redis = urls->elts;
 
-    if (master.data) {
+    if (master.data || cluster) {
+        /* the sentinels, or the cluster's seeds */
         tlcf->redis_sentinels = urls;
         tlcf->redis_master = master;
     }
+
+    tlcf->redis_cluster = cluster;
 
     return NGX_CONF_OK;
 }

@@ -85,6 +85,8 @@ typedef struct {
     ngx_msec_t                      resolver_timeout;
     ngx_uint_t                      wait_replicas;  /* 0: no WAIT */
     ngx_msec_t                      wait_timeout;
+    ngx_array_t                    *seeds;      /* cluster: ngx_addr_t of
+                                                   the seeds, or NULL */
 } ngx_tiktok_reports_redis_conf_t;
 
 
@@ -105,6 +107,8 @@ typedef struct {
     ngx_str_t                       events;     /* <prefix>events */
     ngx_str_t                       ttl;        /* seconds, "0": never */
     ngx_str_t                       maxlen;     /* "0": no change feed */
+    ngx_uint_t                      partitions;
+    ngx_str_t                      *feeds;      /* each partition's key */
 } ngx_tiktok_reports_store_opts_t;
 
 
@@ -135,6 +139,7 @@ typedef struct {
     ngx_url_t                      *redis;
     ngx_array_t                    *redis_sentinels;  /* ngx_url_t */
     ngx_str_t                       redis_master;     /* sentinel=NAME */
+    ngx_flag_t                      redis_cluster;
     ngx_str_t                       redis_user;
     ngx_str_t                       redis_password;
     ngx_int_t                       redis_db;
@@ -148,6 +153,7 @@ typedef struct {
     time_t                          ttl;
     ngx_flag_t                      keep_reports;
     ngx_int_t                       stream_maxlen;
+    ngx_int_t                       stream_partitions;
     ngx_int_t                       max_results;
     time_t                          tolerance;
     ngx_uint_t                      log_level;  /* client-caused refusals */

@@ -35,6 +35,15 @@
 typedef struct ngx_tiktok_reports_conn_s  ngx_tiktok_reports_conn_t;
 typedef struct ngx_tiktok_reports_discovery_s
     ngx_tiktok_reports_discovery_t;
+typedef struct ngx_tiktok_reports_cluster_s  ngx_tiktok_reports_cluster_t;
+
+
+/* Redis Cluster's slots, and the masters a worker follows at most */
+#define NGX_TIKTOK_REPORTS_SLOTS          16384
+#define NGX_TIKTOK_REPORTS_CLUSTER_NODES  128
+
+/* a node that tells no gauge of its own (a cluster's) */
+#define NGX_TIKTOK_REPORTS_NO_INDEX       ((ngx_uint_t) -1)
 
 
 /* conn (ngx_tiktok_reports_redis_conn.c) */
@@ -242,11 +251,43 @@ ngx_int_t ngx_tiktok_reports_node_hold(ngx_tiktok_reports_node_t *node,
     ngx_tiktok_reports_node_hold_t *hold);
 
 
+/* cluster discovery (ngx_tiktok_reports_redis_cluster.c) */
+
+/* the slot of a key, as Redis Cluster computes it */
+ngx_uint_t ngx_tiktok_reports_keyslot(u_char *key, size_t len);
+ngx_uint_t ngx_tiktok_reports_crc16_slot(u_char *p, size_t len);
+
+ngx_tiktok_reports_cluster_t *ngx_tiktok_reports_cluster_create(
+    ngx_tiktok_reports_redis_conf_t *conf, ngx_str_t *script,
+    ngx_uint_t index, ngx_log_t *log);
+void ngx_tiktok_reports_cluster_close(ngx_tiktok_reports_cluster_t *cl);
+ngx_tiktok_reports_node_t *ngx_tiktok_reports_cluster_node(
+    ngx_tiktok_reports_cluster_t *cl, ngx_uint_t slot);
+
+/*
+ * "<slot> <host>:<port>" of a MOVED (moved: 1) or ASK reply: the node to
+ * send to, or NULL; MOVED also fixes the slot and asks for a new map
+ */
+ngx_tiktok_reports_node_t *ngx_tiktok_reports_cluster_redirect(
+    ngx_tiktok_reports_cluster_t *cl, u_char *p, size_t len,
+    ngx_uint_t moved);
+
+/* the map may be stale: a new one is asked (at most one a second) */
+void ngx_tiktok_reports_cluster_refresh(ngx_tiktok_reports_cluster_t *cl);
+ngx_int_t ngx_tiktok_reports_cluster_admit(ngx_tiktok_reports_cluster_t *cl,
+    ngx_tiktok_reports_redis_limits_t *limits, ngx_uint_t commands,
+    size_t bytes);
+ngx_int_t ngx_tiktok_reports_cluster_state(ngx_tiktok_reports_cluster_t *cl,
+    const char **state, ngx_uint_t *outstanding);
+
+
 /* store (ngx_tiktok_reports_redis_store.c) */
 struct ngx_tiktok_reports_store_s {
     ngx_tiktok_reports_redis_conf_t   conf;
     ngx_tiktok_reports_node_t        *node;        /* per worker */
     ngx_tiktok_reports_discovery_t   *discovery;   /* per worker, or NULL */
+    ngx_tiktok_reports_cluster_t     *cluster;     /* per worker, or NULL */
+    ngx_queue_t                       parked;      /* commands to resend */
 };
 
 
@@ -268,6 +309,8 @@ typedef void (*ngx_tiktok_reports_store_done_pt)(void *data,
 ngx_tiktok_reports_store_t *ngx_tiktok_reports_store_get(ngx_conf_t *cf,
     ngx_tiktok_reports_redis_conf_t *conf);
 ngx_int_t ngx_tiktok_reports_store_init_worker(ngx_cycle_t *cycle);
+ngx_int_t ngx_tiktok_reports_store_state(ngx_tiktok_reports_store_t *store,
+    const char **state, ngx_uint_t *outstanding);
 void ngx_tiktok_reports_store_exit_worker(ngx_cycle_t *cycle);
 
 /*

@@ -58,6 +58,8 @@ static ngx_int_t ngx_tiktok_reports_node_push(ngx_tiktok_reports_node_t *node,
 static void ngx_tiktok_reports_node_pop(ngx_tiktok_reports_node_t *node);
 static u_char *ngx_tiktok_reports_node_format(int argc, const char **argv,
     const size_t *argvlen, size_t *len, ngx_log_t *log);
+static void ngx_tiktok_reports_node_ignore(ngx_tiktok_reports_node_t *node,
+    redisReply *reply, void *data);
 static ngx_int_t ngx_tiktok_reports_node_wait(
     ngx_tiktok_reports_node_t *node);
 static void ngx_tiktok_reports_node_wait_reply(
@@ -106,6 +108,15 @@ ngx_tiktok_reports_node_init(ngx_tiktok_reports_node_t *node,
     }
 
     return NGX_OK;
+}
+
+
+/* a command nobody needs the reply of (ASKING) */
+
+static void
+ngx_tiktok_reports_node_ignore(ngx_tiktok_reports_node_t *node,
+    redisReply *reply, void *data)
+{
 }
 
 
@@ -242,7 +253,7 @@ ngx_tiktok_reports_node_command(ngx_tiktok_reports_node_t *node,
     }
 
     cmd.data = data;
-    cmd.handler = handler;
+    cmd.handler = handler ? handler : ngx_tiktok_reports_node_ignore;
     cmd.wanted = wanted;
     cmd.sent = ngx_current_msec;
     cmd.timeout = timeout;

@@ -24,18 +24,33 @@
  * than with one call each (the call, its arguments and its reply are paid
  * once), and one message's transition is still never interleaved.
  *
- * KEYS[1] the change feed, KEYS[1 + i] report i's message hash.
+ * KEYS[1] is the first report's message hash, the only key declared: on
+ * Redis Cluster the declared keys of a call must share a slot, and a call
+ * carries the reports of one node, whose other keys it reaches undeclared
+ * (the "allow-cross-slot-keys" flag of the cluster's copy of the script).
  * ARGV: 1 now (ms), 2 ttl (s, "0" never), 3 feed maxlen ("0" off), 4 the
- * database ("" for 0), then twelve per report: kind ("d" or "s"), status
- * group, event identity (the start of its timeline line), the rest of
- * that line, messageId, callbackData, raw report (both "" when absent),
- * event time as sent (doneAt or seenAt), and for deliveries statusName,
- * errorName, errorPermanent, doneAt in ms ("" when unreadable; all four ""
- * for seen).
+ * database ("" for 0), 5 "c" when the feed is written after the call (a
+ * cluster) or "", then fourteen per report: its message hash, kind ("d"
+ * or "s"), status group, event identity (the start of its timeline line),
+ * the rest of that line, messageId, callbackData, raw report (both ""
+ * when absent), event time as sent (doneAt or seenAt), for deliveries
+ * statusName, errorName, errorPermanent, doneAt in ms ("" when
+ * unreadable; all four "" for seen), and its partition of the feed.
  * Returns one code per report: 0 duplicate, 1 stored, 2 stored and status
  * changed, -1 not stored: the key holds another type than a hash.  That
  * one report is refused instead of failing the call, or its body would be
  * retried forever; any other error fails the call.
+ *
+ * "seq" counts a message's changes of status; a hash an older version
+ * wrote has none, and its count starts from the changes its timeline
+ * shows.  Ranks only rise, so a message changes at most four times.
+ *
+ * On a cluster the feed lives on other nodes: a change is kept as
+ * unpublished in field "q<seq>" ("STATUS PREVIOUS AT"), and the report's
+ * code comes back as {code, seq, entry, ...} with every unpublished change
+ * of the message, also for a duplicate; the module adds them to the feed,
+ * then deletes the fields.  A report whose key this node does not serve
+ * (a slot moving, or moved) gets -2 and nothing is written for it.
  *
  * Redis keeps what a script wrote before an error, and the retry would
  * find those reports as duplicates whose changes never reached the feed.
@@ -61,49 +76,85 @@ static char ngx_tiktok_reports_script[] =
 "  if s == 'PENDING' then return 1 end\n"
 "  return 0\n"
 "end\n"
-"local now, ttl, maxlen = ARGV[1], ARGV[2], ARGV[3]\n"
+"local now, ttl, maxlen, later = ARGV[1], ARGV[2], ARGV[3], ARGV[5] == 'c'\n"
 "if ARGV[4] ~= '' then redis.call('SELECT', ARGV[4]) end\n"
 "if ttl ~= '0' and (#ttl > 16 or #ttl == 16 and ttl > '9000000000000000')\n"
 "then\n"
 "  return redis.error_reply('ERR tiktok_reports_ttl is too large for EXPIRE')\n"
 "end\n"
-"if maxlen ~= '0' then\n"
-"  local t = redis.call('TYPE', KEYS[1])['ok']\n"
-"  if t ~= 'stream' and t ~= 'none' then\n"
-"    return redis.error_reply('WRONGTYPE the change feed holds a ' .. t\n"
-"                             .. ', not a stream')\n"
-"  end\n"
-"end\n"
+"local R = 14\n"
 "local acl = redis.acl_check_cmd\n"
-"if acl then\n"
-"  if ttl ~= '0' and not acl('EXPIRE', KEYS[2]) then\n"
-"    return redis.error_reply('NOPERM the user may not EXPIRE message keys')\n"
-"  end\n"
-"  if maxlen ~= '0' and not acl('XADD', KEYS[1]) then\n"
-"    return redis.error_reply('NOPERM the user may not XADD to the feed')\n"
+"if acl and ttl ~= '0' and not acl('EXPIRE', KEYS[1]) then\n"
+"  return redis.error_reply('NOPERM the user may not EXPIRE message keys')\n"
+"end\n"
+"if maxlen ~= '0' and not later then\n"
+"  local seen = {}\n"
+"  for a = 6 + R - 1, #ARGV, R do\n"
+"    local fk = ARGV[a]\n"
+"    if not seen[fk] then\n"
+"      seen[fk] = true\n"
+"      local t = redis.call('TYPE', fk)['ok']\n"
+"      if t ~= 'stream' and t ~= 'none' then\n"
+"        return redis.error_reply('WRONGTYPE the change feed holds a ' .. t\n"
+"                                 .. ', not a stream')\n"
+"      end\n"
+"      if acl and not acl('XADD', fk) then\n"
+"        return redis.error_reply('NOPERM the user may not XADD to the feed')\n"
+"      end\n"
+"    end\n"
 "  end\n"
 "end\n"
-"local function transition(k, a)\n"
-"  local g = ARGV[a + 2]\n"
-"  local raw = ARGV[a + 7]\n"
-"  local ok, cur = pcall(redis.call, 'HMGET', k, 'status', 'timeline', 'dg',\n"
-"                        'seenAt')\n"
+"local function changes(tl)\n"
+"  local n, best = 0, 0\n"
+"  for s in string.gmatch(tl, '\"status\":\"(%u+)\"') do\n"
+"    local r = rank(s)\n"
+"    if r > best then best = r; n = n + 1 end\n"
+"  end\n"
+"  return n\n"
+"end\n"
+"local function queued(cur, code)\n"
+"  local q = {code}\n"
+"  for s = 1, 4 do\n"
+"    if cur[5 + s] then q[#q + 1] = s; q[#q + 1] = cur[5 + s] end\n"
+"  end\n"
+"  if #q == 1 then return code end\n"
+"  return q\n"
+"end\n"
+"local function transition(a)\n"
+"  local k, g, raw = ARGV[a], ARGV[a + 2], ARGV[a + 7]\n"
+"  local ok, cur\n"
+"  if later then\n"
+"    ok, cur = pcall(redis.call, 'HMGET', k, 'status', 'timeline', 'dg',\n"
+"                    'seenAt', 'seq', 'q1', 'q2', 'q3', 'q4')\n"
+"  else\n"
+"    ok, cur = pcall(redis.call, 'HMGET', k, 'status', 'timeline', 'dg',\n"
+"                    'seenAt', 'seq')\n"
+"  end\n"
 "  if not ok then\n"
 "    local e = type(cur) == 'table' and cur.err or tostring(cur)\n"
 "    if string.find(e, 'WRONGTYPE', 1, true) then return -1 end\n"
+"    if later then return -2 end\n"
 "    error(cur)\n"
 "  end\n"
 "  local old, tl = cur[1], cur[2]\n"
-"  if tl and string.find(tl, ARGV[a + 3], 1, true) then return 0 end\n"
+"  if tl and string.find(tl, ARGV[a + 3], 1, true) then\n"
+"    if later then return queued(cur, 0) end\n"
+"    return 0\n"
+"  end\n"
 "  local r = rank(g)\n"
 "  local line = ARGV[a + 3] .. ARGV[a + 4]\n"
 "  if tl then line = tl .. '\\n' .. line end\n"
 "  local f = {'timeline', line, 'updatedAt', now}\n"
 "  local n = 4\n"
-"  local new = old\n"
+"  local seq\n"
 "  if r > rank(old) then\n"
-"    new = g\n"
-"    f[5] = 'status'; f[6] = g; n = 6\n"
+"    seq = (tonumber(cur[5]) or (tl and changes(tl) or 0)) + 1\n"
+"    f[5] = 'status'; f[6] = g; f[7] = 'seq'; f[8] = seq; n = 8\n"
+"    if later and maxlen ~= '0' then\n"
+"      local e = g .. ' ' .. (old or '') .. ' ' .. ARGV[a + 8]\n"
+"      f[9] = 'q' .. seq; f[10] = e; n = 10\n"
+"      cur[5 + seq] = e\n"
+"    end\n"
 "  end\n"
 "  if ARGV[a + 1] == 'd' then\n"
 "    local take = true\n"
@@ -142,17 +193,20 @@ static char ngx_tiktok_reports_script[] =
 "  end\n"
 "  redis.call('HSET', k, unpack(f, 1, n))\n"
 "  if ttl ~= '0' then redis.call('EXPIRE', k, ttl) end\n"
-"  if new == old then return 1 end\n"
+"  if later then\n"
+"    return queued(cur, seq and 2 or 1)\n"
+"  end\n"
+"  if not seq then return 1 end\n"
 "  if maxlen ~= '0' then\n"
-"    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',\n"
+"    redis.call('XADD', ARGV[a + 13], 'MAXLEN', '~', maxlen, '*',\n"
 "               'messageId', ARGV[a + 5], 'status', g,\n"
-"               'previous', old or '', 'at', ARGV[a + 8])\n"
+"               'previous', old or '', 'at', ARGV[a + 8], 'seq', seq)\n"
 "  end\n"
 "  return 2\n"
 "end\n"
 "local out = {}\n"
-"for i = 1, #KEYS - 1 do\n"
-"  out[i] = transition(KEYS[i + 1], 4 + (i - 1) * 12)\n"
+"for a = 6, #ARGV, R do\n"
+"  out[#out + 1] = transition(a)\n"
 "end\n"
 "return out\n";
 
@@ -161,11 +215,49 @@ static char ngx_tiktok_reports_script[] =
 #define NGX_TIKTOK_REPORTS_BATCH  100
 
 /* a report's arguments in a call, and the fixed ones before them */
-#define NGX_TIKTOK_REPORTS_REPORT_ARGS  12
-#define NGX_TIKTOK_REPORTS_HEAD_ARGS    8
+#define NGX_TIKTOK_REPORTS_REPORT_ARGS  14
+#define NGX_TIKTOK_REPORTS_HEAD_ARGS    9
+
+/* redirects and retries of one cluster command, and their backoff */
+#define NGX_TIKTOK_REPORTS_TRIES        16
+#define NGX_TIKTOK_REPORTS_RETRY_MIN    10
+#define NGX_TIKTOK_REPORTS_RETRY_MAX    200
+
+/* what a command is */
+#define NGX_TIKTOK_REPORTS_CMD_TRANSITION  0
+#define NGX_TIKTOK_REPORTS_CMD_RAW         1  /* the owner gets the reply */
+#define NGX_TIKTOK_REPORTS_CMD_FEED        2  /* an unpublished change */
+#define NGX_TIKTOK_REPORTS_CMD_PUBLISHED   3  /* its fields deleted */
+
+/* a report's outcome handed to a command of its own */
+#define NGX_TIKTOK_REPORTS_RESENT  NGX_DONE
+
+
+/*
+ * On a cluster, a report whose change waits for the feed: its outcome
+ * goes to the owner once every unpublished change is in the feed.
+ */
+typedef struct {
+    ngx_tiktok_reports_store_t        *store;
+    ngx_tiktok_reports_store_done_pt   done;
+    void                              *data;
+    ngx_uint_t                         index;
+    ngx_int_t                          code;
+    ngx_msec_t                         timeout;
+    ngx_uint_t                         pending;    /* XADDs */
+    ngx_uint_t                         failed;
+    ngx_uint_t                         n;          /* changes */
+    ngx_uint_t                         seq[4];
+    ngx_str_t                          entry[4];   /* "STATUS PREV AT" */
+    ngx_str_t                          key;
+    ngx_str_t                          id;         /* messageId */
+    ngx_str_t                          feed;       /* its partition */
+    ngx_str_t                          maxlen;
+} ngx_tiktok_reports_store_pub_t;
 
 
 typedef struct {
+    ngx_tiktok_reports_store_t        *store;
     ngx_tiktok_reports_node_t         *node;
     ngx_tiktok_reports_store_done_pt   done;
     void                              *data;
@@ -174,26 +266,59 @@ typedef struct {
     ngx_uint_t                         n;          /* reports in the call */
     ngx_msec_t                         sent;       /* us, for the RTT */
     ngx_msec_t                         timeout;    /* the owner's */
+    ngx_uint_t                         slot;       /* cluster: the key's */
+    ngx_uint_t                         tries;
+    ngx_tiktok_reports_node_t         *ask;        /* ASK: sent there once */
+    ngx_event_t                        retry;      /* cluster: backoff */
+    ngx_queue_t                        queue;      /* in store->parked */
     int                                argc;
+    unsigned                           kind:2;
     unsigned                           retried:1;  /* sent again as EVAL */
-    unsigned                           raw:1;      /* not a transition */
+    unsigned                           copied:1;   /* every argument inside */
     const char                       **argv;
     size_t                            *argvlen;
     ngx_tiktok_reports_node_hold_t     hold;       /* for the WAIT */
-    ngx_int_t                         *codes;      /* outcomes held */
+    ngx_int_t                         *codes;      /* outcomes */
+    ngx_tiktok_reports_store_pub_t   **pubs;       /* cluster: per report */
+    ngx_tiktok_reports_store_pub_t    *pub;        /* FEED: its report's */
 } ngx_tiktok_reports_store_cmd_t;
 
 
+static ngx_int_t ngx_tiktok_reports_store_send(
+    ngx_tiktok_reports_store_cmd_t *cmd);
 static void ngx_tiktok_reports_store_reply(ngx_tiktok_reports_node_t *node,
     redisReply *rr, void *data);
 static ngx_uint_t ngx_tiktok_reports_store_wanted(void *data);
-static ngx_int_t ngx_tiktok_reports_store_hold(
+static ngx_int_t ngx_tiktok_reports_store_redirect(
     ngx_tiktok_reports_store_cmd_t *cmd, redisReply *rr);
+static void ngx_tiktok_reports_store_park(ngx_tiktok_reports_store_cmd_t *cmd);
+static void ngx_tiktok_reports_store_resend(ngx_event_t *ev);
+static ngx_int_t ngx_tiktok_reports_store_split(
+    ngx_tiktok_reports_store_cmd_t *cmd, ngx_uint_t j);
+static ngx_int_t ngx_tiktok_reports_store_outcomes(
+    ngx_tiktok_reports_store_cmd_t *cmd, redisReply *rr);
+static void ngx_tiktok_reports_store_deliver(
+    ngx_tiktok_reports_store_cmd_t *cmd, ngx_int_t rc, redisReply *rr);
+static void ngx_tiktok_reports_store_fail(ngx_tiktok_reports_store_cmd_t *cmd,
+    redisReply *rr);
 static void ngx_tiktok_reports_store_waited(void *data, ngx_int_t rc);
+static void ngx_tiktok_reports_store_publish(
+    ngx_tiktok_reports_store_pub_t *pub);
+static void ngx_tiktok_reports_store_published(
+    ngx_tiktok_reports_store_pub_t *pub, ngx_int_t rc);
 
 
 static ngx_str_t  ngx_tiktok_reports_script_str;
 static u_char     ngx_tiktok_reports_script_sha[41];
+
+/* the cluster's copy: undeclared keys of other slots of the node */
+#define NGX_TIKTOK_REPORTS_SHEBANG  "#!lua flags=allow-cross-slot-keys\n"
+
+static u_char     ngx_tiktok_reports_cluster_script[
+                      sizeof(NGX_TIKTOK_REPORTS_SHEBANG) - 1
+                      + sizeof(ngx_tiktok_reports_script)];
+static ngx_str_t  ngx_tiktok_reports_cluster_script_str;
+static u_char     ngx_tiktok_reports_cluster_script_sha[41];
 
 static ngx_str_t  ngx_tiktok_reports_group_names[] = {
     ngx_null_string,
@@ -213,12 +338,29 @@ ngx_tiktok_reports_store_same(ngx_str_t *a, ngx_str_t *b)
 }
 
 
+static ngx_int_t
+ngx_tiktok_reports_store_sha(ngx_str_t *script, u_char *sha)
+{
+    u_char        md[EVP_MAX_MD_SIZE];
+    unsigned int  mdlen;
+
+    if (EVP_Digest(script->data, script->len, md, &mdlen, EVP_sha1(), NULL)
+        != 1)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_hex_dump(sha, md, mdlen);
+
+    return NGX_OK;
+}
+
+
 ngx_tiktok_reports_store_t *
 ngx_tiktok_reports_store_get(ngx_conf_t *cf,
     ngx_tiktok_reports_redis_conf_t *conf)
 {
-    u_char                            md[EVP_MAX_MD_SIZE];
-    unsigned int                      mdlen;
+    u_char                           *p;
     ngx_uint_t                        i;
     ngx_str_t                       **name;
     ngx_tiktok_reports_store_t      **stores, *store, **slot;
@@ -230,15 +372,27 @@ ngx_tiktok_reports_store_get(ngx_conf_t *cf,
         ngx_tiktok_reports_script_str.len =
                                          sizeof(ngx_tiktok_reports_script) - 1;
 
-        if (EVP_Digest(ngx_tiktok_reports_script,
-                       ngx_tiktok_reports_script_str.len, md, &mdlen,
-                       EVP_sha1(), NULL)
-            != 1)
+        p = ngx_cpymem(ngx_tiktok_reports_cluster_script,
+                       NGX_TIKTOK_REPORTS_SHEBANG,
+                       sizeof(NGX_TIKTOK_REPORTS_SHEBANG) - 1);
+        p = ngx_cpymem(p, ngx_tiktok_reports_script,
+                       sizeof(ngx_tiktok_reports_script) - 1);
+
+        ngx_tiktok_reports_cluster_script_str.data =
+                                            ngx_tiktok_reports_cluster_script;
+        ngx_tiktok_reports_cluster_script_str.len =
+                                       p - ngx_tiktok_reports_cluster_script;
+
+        if (ngx_tiktok_reports_store_sha(&ngx_tiktok_reports_script_str,
+                                         ngx_tiktok_reports_script_sha)
+            != NGX_OK
+            || ngx_tiktok_reports_store_sha(
+                                     &ngx_tiktok_reports_cluster_script_str,
+                                     ngx_tiktok_reports_cluster_script_sha)
+               != NGX_OK)
         {
             return NULL;
         }
-
-        ngx_hex_dump(ngx_tiktok_reports_script_sha, md, mdlen);
     }
 
     tmcf = ngx_http_conf_get_module_main_conf(cf, ngx_tiktok_reports_module);
@@ -256,6 +410,7 @@ ngx_tiktok_reports_store_get(ngx_conf_t *cf,
             && store->conf.resolver == conf->resolver
             && store->conf.wait_replicas == conf->wait_replicas
             && store->conf.wait_timeout == conf->wait_timeout
+            && (store->conf.seeds == NULL) == (conf->seeds == NULL)
             && ngx_tiktok_reports_store_same(&store->conf.name, &conf->name)
             && ngx_tiktok_reports_store_same(&store->conf.user, &conf->user)
             && ngx_tiktok_reports_store_same(&store->conf.password,
@@ -315,6 +470,21 @@ ngx_tiktok_reports_store_init_worker(ngx_cycle_t *cycle)
     stores = tmcf->stores.elts;
 
     for (i = 0; i < tmcf->stores.nelts; i++) {
+        ngx_queue_init(&stores[i]->parked);
+
+        if (stores[i]->conf.seeds) {
+            /* the slot map and a node per master */
+            stores[i]->cluster = ngx_tiktok_reports_cluster_create(
+                                       &stores[i]->conf,
+                                       &ngx_tiktok_reports_cluster_script_str,
+                                       i, cycle->log);
+            if (stores[i]->cluster == NULL) {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
         stores[i]->node = ngx_palloc(cycle->pool,
                                      sizeof(ngx_tiktok_reports_node_t));
         if (stores[i]->node == NULL) {
@@ -347,7 +517,9 @@ void
 ngx_tiktok_reports_store_exit_worker(ngx_cycle_t *cycle)
 {
     ngx_uint_t                        i;
+    ngx_queue_t                      *q;
     ngx_tiktok_reports_store_t      **stores;
+    ngx_tiktok_reports_store_cmd_t   *cmd;
     ngx_tiktok_reports_main_conf_t   *tmcf;
 
     tmcf = ngx_http_cycle_get_module_main_conf(cycle,
@@ -359,6 +531,27 @@ ngx_tiktok_reports_store_exit_worker(ngx_cycle_t *cycle)
     stores = tmcf->stores.elts;
 
     for (i = 0; i < tmcf->stores.nelts; i++) {
+
+        /* commands waiting to be sent again fail now */
+        while (stores[i]->parked.next
+               && !ngx_queue_empty(&stores[i]->parked))
+        {
+            q = ngx_queue_head(&stores[i]->parked);
+            ngx_queue_remove(q);
+            cmd = ngx_queue_data(q, ngx_tiktok_reports_store_cmd_t, queue);
+
+            if (cmd->retry.timer_set) {
+                ngx_del_timer(&cmd->retry);
+            }
+
+            ngx_tiktok_reports_store_fail(cmd, NULL);
+        }
+
+        if (stores[i]->cluster) {
+            ngx_tiktok_reports_cluster_close(stores[i]->cluster);
+            stores[i]->cluster = NULL;
+        }
+
         if (stores[i]->discovery) {
             ngx_tiktok_reports_discovery_close(stores[i]->discovery);
             stores[i]->discovery = NULL;
@@ -371,43 +564,101 @@ ngx_tiktok_reports_store_exit_worker(ngx_cycle_t *cycle)
 }
 
 
-/* the node that owns a key; a cluster-aware store hashes the {tag} here */
+/* the node that owns a key: the store's one, or the cluster's for its slot */
 
 static ngx_tiktok_reports_node_t *
-ngx_tiktok_reports_store_node(ngx_tiktok_reports_store_t *store, u_char *key,
-    size_t len)
+ngx_tiktok_reports_store_node(ngx_tiktok_reports_store_t *store,
+    ngx_uint_t slot)
 {
+    if (store->cluster) {
+        return ngx_tiktok_reports_cluster_node(store->cluster, slot);
+    }
+
     return store->node;
 }
 
 
-static ngx_int_t
-ngx_tiktok_reports_store_send(ngx_tiktok_reports_store_cmd_t *cmd, int argc,
-    const char **argv, const size_t *argvlen)
+ngx_int_t
+ngx_tiktok_reports_store_state(ngx_tiktok_reports_store_t *store,
+    const char **state, ngx_uint_t *outstanding)
 {
-    ngx_int_t  rc;
-
-    cmd->sent = ngx_tiktok_reports_usec();
-    cmd->codes = NULL;
-
-    /* a transition writes: with WAIT configured, one follows its flush */
-    rc = cmd->raw
-         ? ngx_tiktok_reports_node_command(cmd->node,
-                                        ngx_tiktok_reports_store_reply,
-                                        cmd, ngx_tiktok_reports_store_wanted,
-                                        cmd->timeout, argc, argv, argvlen)
-         : ngx_tiktok_reports_node_write(cmd->node,
-                                        ngx_tiktok_reports_store_reply,
-                                        cmd, ngx_tiktok_reports_store_wanted,
-                                        cmd->timeout, argc, argv, argvlen);
-
-    if (rc != NGX_OK) {
-        /* no connection to send on */
-        ngx_tiktok_reports_metrics_redis_error(0);
-        return NGX_ERROR;
+    if (store->cluster) {
+        return ngx_tiktok_reports_cluster_state(store->cluster, state,
+                                                outstanding);
     }
 
-    return NGX_OK;
+    return ngx_tiktok_reports_node_state(store->node, state, outstanding);
+}
+
+
+/*
+ * A command goes to the node of its slot, or where an ASK sent it; on a
+ * cluster, a node that cannot take it now (reconnecting) means a retry.
+ */
+
+static ngx_int_t
+ngx_tiktok_reports_store_send(ngx_tiktok_reports_store_cmd_t *cmd)
+{
+    ngx_int_t                   rc;
+    const char                 *asking[1];
+    size_t                      asking_len[1];
+    ngx_tiktok_reports_node_t  *node;
+
+    rc = NGX_DECLINED;
+
+    if (cmd->ask) {
+        node = cmd->ask;
+        cmd->ask = NULL;
+
+        /* ASKING covers the one command right behind it */
+        asking[0] = "ASKING";
+        asking_len[0] = 6;
+
+        if (ngx_tiktok_reports_node_command(node, NULL, NULL, NULL, 0, 1,
+                                            asking, asking_len)
+            != NGX_OK)
+        {
+            goto retry;
+        }
+
+    } else {
+        node = ngx_tiktok_reports_store_node(cmd->store, cmd->slot);
+    }
+
+    cmd->node = node;
+    cmd->sent = ngx_tiktok_reports_usec();
+
+    /* a write: with WAIT configured, one follows its flush */
+    rc = (cmd->kind == NGX_TIKTOK_REPORTS_CMD_RAW)
+         ? ngx_tiktok_reports_node_command(node,
+                                        ngx_tiktok_reports_store_reply,
+                                        cmd, ngx_tiktok_reports_store_wanted,
+                                        cmd->timeout, cmd->argc, cmd->argv,
+                                        cmd->argvlen)
+         : ngx_tiktok_reports_node_write(node,
+                                        ngx_tiktok_reports_store_reply,
+                                        cmd, ngx_tiktok_reports_store_wanted,
+                                        cmd->timeout, cmd->argc, cmd->argv,
+                                        cmd->argvlen);
+
+    if (rc == NGX_OK) {
+        return NGX_OK;
+    }
+
+retry:
+
+    if (cmd->store->cluster && cmd->copied && rc != NGX_ERROR
+        && cmd->tries < NGX_TIKTOK_REPORTS_TRIES)
+    {
+        /* that master is down: the map may know better soon */
+        ngx_tiktok_reports_cluster_refresh(cmd->store->cluster);
+        ngx_tiktok_reports_store_park(cmd);
+        return NGX_OK;
+    }
+
+    /* no connection to send on */
+    ngx_tiktok_reports_metrics_redis_error(0);
+    return NGX_ERROR;
 }
 
 
@@ -434,6 +685,53 @@ ngx_tiktok_reports_store_copy(ngx_tiktok_reports_store_cmd_t *cmd, u_char *p,
     ngx_tiktok_reports_store_ref(cmd, p, len);
 
     return len ? ngx_cpymem(p, s, len) : p;
+}
+
+
+/*
+ * A command block of its own, every argument copied into it: it can be
+ * sent again, to another node, whatever happens to what it came from.
+ */
+
+static ngx_tiktok_reports_store_cmd_t *
+ngx_tiktok_reports_store_alloc(ngx_tiktok_reports_store_t *store,
+    ngx_uint_t kind, int argc, const char **argv, const size_t *argvlen)
+{
+    int                              i;
+    u_char                          *p;
+    size_t                           size;
+    ngx_tiktok_reports_store_cmd_t  *cmd;
+
+    size = 0;
+
+    for (i = 0; i < argc; i++) {
+        size += argvlen[i];
+    }
+
+    cmd = ngx_alloc(sizeof(ngx_tiktok_reports_store_cmd_t)
+                    + argc * (sizeof(char *) + sizeof(size_t)) + size,
+                    ngx_cycle->log);
+    if (cmd == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(cmd, sizeof(ngx_tiktok_reports_store_cmd_t));
+
+    cmd->store = store;
+    cmd->kind = kind;
+    cmd->n = 1;
+    cmd->copied = 1;
+    cmd->argv = (const char **) &cmd[1];
+    cmd->argvlen = (size_t *) &cmd->argv[argc];
+
+    p = (u_char *) &cmd->argvlen[argc];
+
+    for (i = 0; i < argc; i++) {
+        p = ngx_tiktok_reports_store_copy(cmd, p, (u_char *) argv[i],
+                                          argvlen[i]);
+    }
+
+    return cmd;
 }
 
 
@@ -477,16 +775,65 @@ ngx_tiktok_reports_store_report_size(ngx_tiktok_reports_store_opts_t *opts,
 }
 
 
-/* report j of the call: its key, then its twelve arguments at cmd->argc */
+/* the message hash's key, <prefix>msg:{<messageId>}, and its slot */
+
+static u_char *
+ngx_tiktok_reports_store_key(u_char *p, ngx_tiktok_reports_store_opts_t *opts,
+    ngx_tiktok_reports_result_t *res)
+{
+    p = ngx_cpymem(p, opts->prefix.data, opts->prefix.len);
+    p = ngx_cpymem(p, "msg:{", 5);
+    p = ngx_cpymem(p, res->message_id.data, res->message_id.len);
+    *p++ = '}';
+
+    return p;
+}
+
+
+static ngx_uint_t
+ngx_tiktok_reports_store_slot(ngx_tiktok_reports_store_opts_t *opts,
+    ngx_tiktok_reports_result_t *res)
+{
+    u_char      *close, *key;
+    ngx_uint_t   slot;
+
+    /* the prefix holds no "{": the tag is the id, up to a "}" in it */
+    close = ngx_strlchr(res->message_id.data,
+                        res->message_id.data + res->message_id.len, '}');
+
+    if (close != res->message_id.data && res->message_id.len) {
+        return ngx_tiktok_reports_crc16_slot(res->message_id.data,
+                                  close ? (size_t) (close
+                                                    - res->message_id.data)
+                                        : res->message_id.len);
+    }
+
+    /* an empty tag: Redis hashes the whole key */
+    key = ngx_alloc(opts->prefix.len + res->message_id.len + sizeof("msg:{}"),
+                    ngx_cycle->log);
+    if (key == NULL) {
+        return 0;
+    }
+
+    slot = ngx_tiktok_reports_keyslot(key,
+                              ngx_tiktok_reports_store_key(key, opts, res)
+                              - key);
+    ngx_free(key);
+
+    return slot;
+}
+
+
+/* report j of the call: its fourteen arguments at cmd->argc */
 
 static u_char *
 ngx_tiktok_reports_store_report(ngx_tiktok_reports_store_cmd_t *cmd,
-    ngx_uint_t j, u_char *p, ngx_tiktok_reports_store_opts_t *opts,
-    int64_t now, ngx_tiktok_reports_result_t *res)
+    u_char *p, ngx_tiktok_reports_store_opts_t *opts, int64_t now,
+    ngx_tiktok_reports_result_t *res)
 {
     u_char                    *key, *start;
-    ngx_str_t                 *group;
-    ngx_uint_t                 delivery;
+    ngx_str_t                 *group, *feed;
+    ngx_uint_t                 delivery, slot;
     ngx_tiktok_reports_str_t  *at;
 
     static ngx_str_t  seen = ngx_string("SEEN");
@@ -502,14 +849,10 @@ ngx_tiktok_reports_store_report(ngx_tiktok_reports_store_cmd_t *cmd,
         at = &res->seen_at;
     }
 
-    /* KEYS[2 + j] <prefix>msg:{<messageId>} */
     key = p;
-    p = ngx_cpymem(p, opts->prefix.data, opts->prefix.len);
-    p = ngx_cpymem(p, "msg:{", 5);
-    p = ngx_cpymem(p, res->message_id.data, res->message_id.len);
-    *p++ = '}';
-    cmd->argv[4 + j] = (const char *) key;
-    cmd->argvlen[4 + j] = p - key;
+    p = ngx_tiktok_reports_store_key(p, opts, res);
+    ngx_tiktok_reports_store_ref(cmd, key, p - key);
+    slot = ngx_tiktok_reports_keyslot(key, p - key);
 
     /* kind, status group */
     ngx_tiktok_reports_store_ref(cmd, (u_char *) (delivery ? "d" : "s"), 1);
@@ -565,35 +908,39 @@ ngx_tiktok_reports_store_report(ngx_tiktok_reports_store_cmd_t *cmd,
         ngx_tiktok_reports_store_ref(cmd, NULL, 0);
         ngx_tiktok_reports_store_ref(cmd, NULL, 0);
         ngx_tiktok_reports_store_ref(cmd, NULL, 0);
-        return p;
-    }
-
-    /* statusName, errorName, errorPermanent, doneAt in ms */
-    p = ngx_tiktok_reports_store_copy(cmd, p, res->status_name.data,
-                                      res->status_name.len);
-
-    if (res->error_name.data) {
-        p = ngx_tiktok_reports_store_copy(cmd, p, res->error_name.data,
-                                          res->error_name.len);
 
     } else {
-        ngx_tiktok_reports_store_ref(cmd, (u_char *) "NO_ERROR", 8);
+        /* statusName, errorName, errorPermanent, doneAt in ms */
+        p = ngx_tiktok_reports_store_copy(cmd, p, res->status_name.data,
+                                          res->status_name.len);
+
+        if (res->error_name.data) {
+            p = ngx_tiktok_reports_store_copy(cmd, p, res->error_name.data,
+                                              res->error_name.len);
+
+        } else {
+            ngx_tiktok_reports_store_ref(cmd, (u_char *) "NO_ERROR", 8);
+        }
+
+        if (res->error_permanent == 1) {
+            ngx_tiktok_reports_store_ref(cmd, (u_char *) "true", 4);
+
+        } else {
+            ngx_tiktok_reports_store_ref(cmd, (u_char *) "false", 5);
+        }
+
+        start = p;
+
+        if (res->done_at_ms != NGX_TIKTOK_REPORTS_NO_TIME) {
+            p = ngx_sprintf(p, "%L", res->done_at_ms);
+        }
+
+        ngx_tiktok_reports_store_ref(cmd, start, p - start);
     }
 
-    if (res->error_permanent == 1) {
-        ngx_tiktok_reports_store_ref(cmd, (u_char *) "true", 4);
-
-    } else {
-        ngx_tiktok_reports_store_ref(cmd, (u_char *) "false", 5);
-    }
-
-    start = p;
-
-    if (res->done_at_ms != NGX_TIKTOK_REPORTS_NO_TIME) {
-        p = ngx_sprintf(p, "%L", res->done_at_ms);
-    }
-
-    ngx_tiktok_reports_store_ref(cmd, start, p - start);
+    /* the partition of the feed: the key's slot decides, on any Redis */
+    feed = &opts->feeds[slot % opts->partitions];
+    ngx_tiktok_reports_store_ref(cmd, feed->data, feed->len);
 
     return p;
 }
@@ -604,17 +951,114 @@ ngx_tiktok_reports_store_admit(ngx_tiktok_reports_store_t *store,
     ngx_tiktok_reports_redis_limits_t *limits, ngx_uint_t commands,
     size_t bytes)
 {
-    if (ngx_tiktok_reports_node_admit(
-                             ngx_tiktok_reports_store_node(store, NULL, 0),
-                             limits, commands, bytes)
-        == NGX_OK)
-    {
+    ngx_int_t  rc;
+
+    rc = store->cluster
+         ? ngx_tiktok_reports_cluster_admit(store->cluster, limits, commands,
+                                            bytes)
+         : ngx_tiktok_reports_node_admit(store->node, limits, commands,
+                                         bytes);
+
+    if (rc == NGX_OK) {
         return NGX_OK;
     }
 
     ngx_tiktok_reports_metrics_redis_busy();
 
     return NGX_BUSY;
+}
+
+
+/*
+ * One call: EVALSHA of the reports res[i] among [first, last) that have no
+ * error and (on a cluster) go to "node"; NULL when out of memory.
+ */
+
+static ngx_tiktok_reports_store_cmd_t *
+ngx_tiktok_reports_store_call(ngx_tiktok_reports_store_t *store,
+    ngx_tiktok_reports_store_opts_t *opts, int64_t now,
+    ngx_tiktok_reports_result_t *res, size_t first, size_t last,
+    ngx_tiktok_reports_node_t **nodes, ngx_tiktok_reports_node_t *node,
+    size_t count, size_t size)
+{
+    size_t                           i, j;
+    u_char                          *p, *start;
+    ngx_uint_t                       argc;
+    ngx_tiktok_reports_store_cmd_t  *cmd;
+
+    /*
+     * One block holds the command, its argv, the reports' indices and
+     * the bytes of the arguments built or copied here.
+     */
+
+    argc = NGX_TIKTOK_REPORTS_HEAD_ARGS
+           + count * NGX_TIKTOK_REPORTS_REPORT_ARGS;
+
+    cmd = ngx_alloc(sizeof(ngx_tiktok_reports_store_cmd_t)
+                    + argc * (sizeof(char *) + sizeof(size_t))
+                    + count * sizeof(ngx_uint_t) + NGX_INT64_LEN * 3
+                    + size,
+                    ngx_cycle->log);
+    if (cmd == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(cmd, sizeof(ngx_tiktok_reports_store_cmd_t));
+
+    cmd->store = store;
+    cmd->kind = NGX_TIKTOK_REPORTS_CMD_TRANSITION;
+    cmd->argv = (const char **) &cmd[1];
+    cmd->argvlen = (size_t *) &cmd->argv[argc];
+    cmd->indices = (ngx_uint_t *) &cmd->argvlen[argc];
+    cmd->n = count;
+
+    p = (u_char *) &cmd->indices[count];
+
+    /* EVALSHA sha 1 KEYS[1] (the first report's key, set below) */
+    ngx_tiktok_reports_store_ref(cmd, (u_char *) "EVALSHA", 7);
+    ngx_tiktok_reports_store_ref(cmd, store->cluster
+                                      ? ngx_tiktok_reports_cluster_script_sha
+                                      : ngx_tiktok_reports_script_sha, 40);
+    ngx_tiktok_reports_store_ref(cmd, (u_char *) "1", 1);
+    cmd->argc++;
+
+    /* ARGV[1] now, ARGV[2] ttl, ARGV[3] feed length */
+    start = p;
+    p = ngx_sprintf(p, "%L", now);
+    ngx_tiktok_reports_store_ref(cmd, start, p - start);
+    ngx_tiktok_reports_store_ref(cmd, opts->ttl.data, opts->ttl.len);
+    ngx_tiktok_reports_store_ref(cmd, opts->maxlen.data, opts->maxlen.len);
+
+    /*
+     * ARGV[4] the database: commands pipelined behind a SELECT that
+     * Redis refuses would run in database 0, so the script selects it
+     */
+    start = p;
+
+    if (store->conf.db) {
+        p = ngx_sprintf(p, "%i", store->conf.db);
+    }
+
+    ngx_tiktok_reports_store_ref(cmd, start, p - start);
+
+    /* ARGV[5]: on a cluster the feed is written after the call */
+    ngx_tiktok_reports_store_ref(cmd, (u_char *) "c", store->cluster ? 1 : 0);
+
+    for (i = first, j = 0; i < last; i++) {
+        if (res[i].error || (nodes && nodes[i] != node)) {
+            continue;
+        }
+
+        cmd->indices[j++] = i;
+        p = ngx_tiktok_reports_store_report(cmd, p, opts, now, &res[i]);
+    }
+
+    cmd->argv[3] = cmd->argv[NGX_TIKTOK_REPORTS_HEAD_ARGS];
+    cmd->argvlen[3] = cmd->argvlen[NGX_TIKTOK_REPORTS_HEAD_ARGS];
+    cmd->slot = ngx_tiktok_reports_keyslot((u_char *) cmd->argv[3],
+                                           cmd->argvlen[3]);
+
+    return cmd;
 }
 
 
@@ -625,12 +1069,31 @@ ngx_tiktok_reports_store_transitions(ngx_tiktok_reports_store_t *store,
     ngx_tiktok_reports_result_t *res, size_t n,
     ngx_tiktok_reports_store_done_pt done, void *data, size_t *sent)
 {
-    size_t                           i, j, first, last, count, size;
-    u_char                          *p, *start;
-    ngx_uint_t                       argc;
+    size_t                           i, k, first, count, size, total;
+    ngx_uint_t                       calls;
+    ngx_tiktok_reports_node_t      **nodes, *node;
     ngx_tiktok_reports_store_cmd_t  *cmd;
 
     *sent = 0;
+
+    /* on a cluster, each report's node, by the slot of its key */
+
+    nodes = NULL;
+
+    if (store->cluster) {
+        nodes = ngx_alloc(n * sizeof(ngx_tiktok_reports_node_t *),
+                          ngx_cycle->log);
+        if (nodes == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < n; i++) {
+            nodes[i] = res[i].error
+                       ? NULL
+                       : ngx_tiktok_reports_store_node(store,
+                                 ngx_tiktok_reports_store_slot(opts, &res[i]));
+        }
+    }
 
     /* all or nothing: a body is refused before its first call goes out */
 
@@ -645,138 +1108,92 @@ ngx_tiktok_reports_store_transitions(ngx_tiktok_reports_store_t *store,
     }
 
     if (count == 0) {
-        return NGX_OK;
+        goto done;
     }
 
-    if (ngx_tiktok_reports_store_admit(store, limits,
-                                       (count + NGX_TIKTOK_REPORTS_BATCH - 1)
-                                       / NGX_TIKTOK_REPORTS_BATCH,
-                                       size)
-        != NGX_OK)
+    calls = (count + NGX_TIKTOK_REPORTS_BATCH - 1) / NGX_TIKTOK_REPORTS_BATCH;
+
+    if (ngx_tiktok_reports_store_admit(store, limits, calls, size) != NGX_OK)
     {
+        if (nodes) {
+            ngx_free(nodes);
+        }
+
         return NGX_BUSY;
     }
 
+    /*
+     * Calls of up to NGX_TIKTOK_REPORTS_BATCH reports in body order; on a
+     * cluster, of one node each: the first report not sent yet picks it.
+     */
+
+    total = count;
     i = 0;
 
-    for ( ;; ) {
+    while (*sent < total) {
 
-        /* the next call: up to NGX_TIKTOK_REPORTS_BATCH storable results */
-
-        while (i < n && res[i].error) {
+        while (res[i].error || (nodes && nodes[i] == NULL)) {
             i++;
         }
 
-        if (i == n) {
-            return NGX_OK;
-        }
-
         first = i;
+        node = nodes ? nodes[i] : NULL;
         count = 0;
         size = 0;
 
-        for ( /* void */ ; i < n && count < NGX_TIKTOK_REPORTS_BATCH; i++) {
-            if (res[i].error == NULL) {
-                size += ngx_tiktok_reports_store_report_size(opts, &res[i]);
-                count++;
-            }
-        }
-
-        last = i;
-
-        /*
-         * One block holds the command, its argv, the reports' indices and
-         * the bytes of the arguments built or copied here.
-         */
-
-        argc = NGX_TIKTOK_REPORTS_HEAD_ARGS
-               + count * (1 + NGX_TIKTOK_REPORTS_REPORT_ARGS);
-
-        cmd = ngx_alloc(sizeof(ngx_tiktok_reports_store_cmd_t)
-                        + argc * (sizeof(char *) + sizeof(size_t))
-                        + count * sizeof(ngx_uint_t) + NGX_INT64_LEN * 3
-                        + size,
-                        ngx_cycle->log);
-        if (cmd == NULL) {
-            return NGX_ERROR;
-        }
-
-        cmd->argv = (const char **) &cmd[1];
-        cmd->argvlen = (size_t *) &cmd->argv[argc];
-        cmd->indices = (ngx_uint_t *) &cmd->argvlen[argc];
-        cmd->n = count;
-        cmd->done = done;
-        cmd->data = data;
-        cmd->timeout = limits->timeout;
-        cmd->index = 0;
-        cmd->retried = 0;
-        cmd->raw = 0;
-        cmd->argc = 0;
-
-        p = (u_char *) &cmd->indices[count];
-
-        /* EVALSHA sha numkeys, KEYS[1] <prefix>events */
-        ngx_tiktok_reports_store_ref(cmd, (u_char *) "EVALSHA", 7);
-        ngx_tiktok_reports_store_ref(cmd, ngx_tiktok_reports_script_sha, 40);
-        start = p;
-        p = ngx_sprintf(p, "%uz", count + 1);
-        ngx_tiktok_reports_store_ref(cmd, start, p - start);
-        ngx_tiktok_reports_store_ref(cmd, opts->events.data,
-                                     opts->events.len);
-
-        /* the reports' keys go at 4 + j: ARGV starts after them */
-        cmd->argc += count;
-
-        /* ARGV[1] now, ARGV[2] ttl, ARGV[3] feed length */
-        start = p;
-        p = ngx_sprintf(p, "%L", now);
-        ngx_tiktok_reports_store_ref(cmd, start, p - start);
-        ngx_tiktok_reports_store_ref(cmd, opts->ttl.data, opts->ttl.len);
-        ngx_tiktok_reports_store_ref(cmd, opts->maxlen.data,
-                                     opts->maxlen.len);
-
-        /*
-         * ARGV[4] the database: commands pipelined behind a SELECT that
-         * Redis refuses would run in database 0, so the script selects it
-         */
-        start = p;
-
-        if (store->conf.db) {
-            p = ngx_sprintf(p, "%i", store->conf.db);
-        }
-
-        ngx_tiktok_reports_store_ref(cmd, start, p - start);
-
-        for (i = first, j = 0; i < last; i++) {
-            if (res[i].error) {
+        for (k = i; k < n && count < NGX_TIKTOK_REPORTS_BATCH; k++) {
+            if (res[k].error || (nodes && nodes[k] != node)) {
                 continue;
             }
 
-            cmd->indices[j] = i;
-            p = ngx_tiktok_reports_store_report(cmd, j, p, opts, now,
-                                                &res[i]);
-            j++;
+            size += ngx_tiktok_reports_store_report_size(opts, &res[k]);
+            count++;
         }
 
-        /*
-         * A single Redis takes any keys in one call; a cluster-aware store
-         * will group a call's reports by slot and pick the node here.
-         */
+        cmd = ngx_tiktok_reports_store_call(store, opts, now, res, first, k,
+                                            nodes, node, count, size);
+        if (cmd == NULL) {
+            goto failed;
+        }
 
-        cmd->node = ngx_tiktok_reports_store_node(store,
-                                                  (u_char *) cmd->argv[4],
-                                                  cmd->argvlen[4]);
+        cmd->done = done;
+        cmd->data = data;
+        cmd->timeout = limits->timeout;
 
-        if (ngx_tiktok_reports_store_send(cmd, cmd->argc, cmd->argv,
-                                          cmd->argvlen)
-            != NGX_OK)
-        {
+        if (nodes) {
+            /* taken: the next call starts at the first report not taken */
+            for (k = 0; k < count; k++) {
+                nodes[cmd->indices[k]] = NULL;
+            }
+        }
+
+        if (ngx_tiktok_reports_store_send(cmd) != NGX_OK) {
             ngx_free(cmd);
-            return NGX_ERROR;
+            goto failed;
         }
 
         *sent += count;
+
+        if (nodes == NULL) {
+            i = k;
+        }
     }
+
+done:
+
+    if (nodes) {
+        ngx_free(nodes);
+    }
+
+    return NGX_OK;
+
+failed:
+
+    if (nodes) {
+        ngx_free(nodes);
+    }
+
+    return NGX_ERROR;
 }
 
 
@@ -788,28 +1205,47 @@ ngx_tiktok_reports_store_command(ngx_tiktok_reports_store_t *store,
 {
     ngx_tiktok_reports_store_cmd_t  *cmd;
 
-    cmd = ngx_alloc(sizeof(ngx_tiktok_reports_store_cmd_t), ngx_cycle->log);
-    if (cmd == NULL) {
-        return NGX_ERROR;
+    if (store->cluster) {
+        /* kept whole: a redirect sends it again */
+        cmd = ngx_tiktok_reports_store_alloc(store,
+                                             NGX_TIKTOK_REPORTS_CMD_RAW, argc,
+                                             argv, argvlen);
+        if (cmd == NULL) {
+            return NGX_ERROR;
+        }
+
+        cmd->slot = ngx_tiktok_reports_keyslot(key, key_len);
+
+    } else {
+        cmd = ngx_alloc(sizeof(ngx_tiktok_reports_store_cmd_t),
+                        ngx_cycle->log);
+        if (cmd == NULL) {
+            return NGX_ERROR;
+        }
+
+        /* hiredis's formatting copies the arguments: never resent */
+        ngx_memzero(cmd, sizeof(ngx_tiktok_reports_store_cmd_t));
+        cmd->store = store;
+        cmd->kind = NGX_TIKTOK_REPORTS_CMD_RAW;
+        cmd->n = 1;
+        cmd->argc = argc;
+        cmd->argv = argv;
+        cmd->argvlen = (size_t *) argvlen;
     }
 
-    cmd->node = ngx_tiktok_reports_store_node(store, key, key_len);
     cmd->done = done;
     cmd->data = data;
     cmd->timeout = timeout;
     cmd->index = index;
-    cmd->indices = NULL;
-    cmd->n = 1;
-    cmd->retried = 0;
-    cmd->raw = 1;
-    cmd->argc = 0;
-    cmd->argv = NULL;
-    cmd->argvlen = NULL;
 
-    /* hiredis copies the arguments at once; a raw command is never resent */
-    if (ngx_tiktok_reports_store_send(cmd, argc, argv, argvlen) != NGX_OK) {
+    if (ngx_tiktok_reports_store_send(cmd) != NGX_OK) {
         ngx_free(cmd);
         return NGX_ERROR;
+    }
+
+    if (!cmd->copied) {
+        cmd->argv = NULL;
+        cmd->argvlen = NULL;
     }
 
     return NGX_OK;
@@ -817,41 +1253,9 @@ ngx_tiktok_reports_store_command(ngx_tiktok_reports_store_t *store,
 
 
 /*
- * The owner learns every report's outcome; the last call may free "data",
- * so nothing of it is touched after.  A failed call fails all its reports;
- * it wrote none of them, but for what the script cannot check beforehand.
- */
-
-static void
-ngx_tiktok_reports_store_finish(ngx_tiktok_reports_store_cmd_t *cmd,
-    ngx_int_t rc, redisReply *rr)
-{
-    ngx_uint_t   j;
-    redisReply  *e;
-
-    if (cmd->raw) {
-        cmd->done(cmd->data, cmd->index, rc, rr);
-        ngx_free(cmd);
-        return;
-    }
-
-    for (j = 0; j < cmd->n; j++) {
-        e = (rc == NGX_OK) ? rr->element[j] : NULL;
-
-        cmd->done(cmd->data, cmd->indices[j],
-                  e == NULL ? NGX_ERROR
-                  : e->integer < 0 ? NGX_ABORT
-                  : e->integer == 0 ? NGX_DECLINED : NGX_OK,
-                  e ? e : rr);
-    }
-
-    ngx_free(cmd);
-}
-
-
-/*
  * A command's owner is the request's wait object: once its answer is out
  * (the timeout, or the client left), nobody needs the command sent.
+ * Deleting published changes has no owner: it always goes.
  */
 
 static ngx_uint_t
@@ -860,6 +1264,10 @@ ngx_tiktok_reports_store_wanted(void *data)
     ngx_tiktok_reports_store_cmd_t  *cmd = data;
 
     ngx_tiktok_reports_wait_t  *w;
+
+    if (cmd->kind == NGX_TIKTOK_REPORTS_CMD_PUBLISHED) {
+        return 1;
+    }
 
     w = cmd->data;
 
@@ -871,21 +1279,55 @@ static void
 ngx_tiktok_reports_store_reply(ngx_tiktok_reports_node_t *node,
     redisReply *rr, void *data)
 {
-    size_t                           j;
-    ngx_int_t                        rc;
-    ngx_uint_t                       noscript;
     ngx_tiktok_reports_store_cmd_t  *cmd = data;
 
+    size_t      j;
+    ngx_int_t   rc;
+    ngx_uint_t  noscript;
+
     if (rr == NULL) {
-        /* the connection went away, or its handshake was refused */
+        /* the connection went away, its handshake was refused, or dropped */
+        if (cmd->store->cluster && cmd->copied
+            && ngx_tiktok_reports_store_wanted(cmd)
+            && cmd->tries < NGX_TIKTOK_REPORTS_TRIES)
+        {
+            ngx_tiktok_reports_cluster_refresh(cmd->store->cluster);
+            ngx_tiktok_reports_store_park(cmd);
+            return;
+        }
+
+        if (cmd->store->cluster && cmd->n > 1
+            && ngx_tiktok_reports_store_wanted(cmd))
+        {
+            /* a call of several reports: each is sent again on its own */
+            ngx_tiktok_reports_cluster_refresh(cmd->store->cluster);
+
+            for (j = 0; j < cmd->n; j++) {
+                if (ngx_tiktok_reports_store_split(cmd, j) != NGX_OK) {
+                    cmd->done(cmd->data, cmd->indices[j], NGX_ERROR, NULL);
+                }
+            }
+
+            ngx_free(cmd);
+            return;
+        }
+
         ngx_tiktok_reports_metrics_redis_error(0);
-        ngx_tiktok_reports_store_finish(cmd, NGX_ERROR, NULL);
+        ngx_tiktok_reports_store_fail(cmd, NULL);
         return;
     }
 
     ngx_tiktok_reports_metrics_rtt(ngx_tiktok_reports_usec() - cmd->sent);
 
-    noscript = (rr->type == REDIS_REPLY_ERROR && !cmd->raw && !cmd->retried
+    if (rr->type == REDIS_REPLY_ERROR && cmd->store->cluster
+        && ngx_tiktok_reports_store_redirect(cmd, rr) == NGX_OK)
+    {
+        return;
+    }
+
+    noscript = (rr->type == REDIS_REPLY_ERROR
+                && cmd->kind == NGX_TIKTOK_REPORTS_CMD_TRANSITION
+                && !cmd->retried
                 && rr->len >= 8 && ngx_strncmp(rr->str, "NOSCRIPT", 8) == 0);
 
     if (noscript) {
@@ -898,21 +1340,31 @@ ngx_tiktok_reports_store_reply(ngx_tiktok_reports_node_t *node,
         cmd->retried = 1;
         cmd->argv[0] = "EVAL";
         cmd->argvlen[0] = 4;
-        cmd->argv[1] = ngx_tiktok_reports_script;
-        cmd->argvlen[1] = ngx_tiktok_reports_script_str.len;
 
-        if (ngx_tiktok_reports_store_send(cmd, cmd->argc, cmd->argv,
-                                          cmd->argvlen)
-            == NGX_OK)
-        {
+        if (cmd->store->cluster) {
+            cmd->argv[1] = (char *) ngx_tiktok_reports_cluster_script;
+            cmd->argvlen[1] = ngx_tiktok_reports_cluster_script_str.len;
+
+        } else {
+            cmd->argv[1] = ngx_tiktok_reports_script;
+            cmd->argvlen[1] = ngx_tiktok_reports_script_str.len;
+        }
+
+        if (cmd->node != node) {
+            /* an ASK sent it there: ASKING again before it */
+            cmd->ask = node;
+        }
+
+        if (ngx_tiktok_reports_store_send(cmd) == NGX_OK) {
             return;
         }
 
-        ngx_tiktok_reports_store_finish(cmd, NGX_ERROR, rr);
+        ngx_tiktok_reports_store_fail(cmd, rr);
         return;
     }
 
-    if (cmd->raw && rr->type == REDIS_REPLY_ERROR
+    if (cmd->kind == NGX_TIKTOK_REPORTS_CMD_RAW
+        && rr->type == REDIS_REPLY_ERROR
         && rr->len >= 9 && ngx_strncmp(rr->str, "WRONGTYPE", 9) == 0)
     {
         /* as in the script: the key holds another type, not a store error */
@@ -926,16 +1378,13 @@ ngx_tiktok_reports_store_reply(ngx_tiktok_reports_node_t *node,
         rc = NGX_OK;
     }
 
-    if (!cmd->raw) {
-        /* one integer per report, or the call failed as a whole */
+    if (cmd->kind == NGX_TIKTOK_REPORTS_CMD_TRANSITION) {
+        /* one outcome per report, or the call failed as a whole */
 
-        rc = (rr->type == REDIS_REPLY_ARRAY && rr->elements == cmd->n)
-             ? NGX_OK : NGX_ERROR;
-
-        for (j = 0; rc == NGX_OK && j < rr->elements; j++) {
-            if (rr->element[j]->type != REDIS_REPLY_INTEGER) {
-                rc = NGX_ERROR;
-            }
+        if (rc == NGX_OK
+            && ngx_tiktok_reports_store_outcomes(cmd, rr) != NGX_OK)
+        {
+            rc = NGX_ERROR;
         }
 
         if (rc == NGX_ERROR) {
@@ -946,52 +1395,431 @@ ngx_tiktok_reports_store_reply(ngx_tiktok_reports_node_t *node,
         }
     }
 
-    if (rc == NGX_OK && !cmd->raw && node->conf->wait_replicas) {
+    if (rc == NGX_OK && cmd->kind != NGX_TIKTOK_REPORTS_CMD_RAW
+        && node->conf->wait_replicas)
+    {
         /* the outcomes count once the WAIT behind the call says so */
-        if (ngx_tiktok_reports_store_hold(cmd, rr) == NGX_OK) {
+        cmd->hold.handler = ngx_tiktok_reports_store_waited;
+        cmd->hold.data = cmd;
+
+        if (ngx_tiktok_reports_node_hold(node, &cmd->hold) == NGX_OK) {
             return;
         }
 
+        ngx_log_error(NGX_LOG_ALERT, node->log, 0,
+                      "tiktok_reports: redis %V: no WAIT follows a write",
+                      &node->conf->name);
         rc = NGX_ERROR;
     }
 
-    ngx_tiktok_reports_store_finish(cmd, rc, rr);
+    ngx_tiktok_reports_store_deliver(cmd, rc, rr);
 }
 
 
-/* the call's outcomes wait in the command for its WAIT's reply */
+/*
+ * Cluster replies that say "not here" or "not now": MOVED and ASK send the
+ * command on at once, the others after a short backoff, as long as its
+ * owner waits and within NGX_TIKTOK_REPORTS_TRIES.  A call of several
+ * reports is split: each report goes on its own, to its own slot's node.
+ * NGX_OK: taken care of; NGX_DECLINED: an error for the owner.
+ */
 
 static ngx_int_t
-ngx_tiktok_reports_store_hold(ngx_tiktok_reports_store_cmd_t *cmd,
+ngx_tiktok_reports_store_redirect(ngx_tiktok_reports_store_cmd_t *cmd,
     redisReply *rr)
 {
-    ngx_uint_t   j;
-    redisReply  *e;
+    size_t                       j;
+    ngx_uint_t                   moved, ask, later;
+    ngx_tiktok_reports_node_t   *to;
+    ngx_tiktok_reports_cluster_t *cl;
 
-    cmd->codes = ngx_alloc(cmd->n * sizeof(ngx_int_t), ngx_cycle->log);
-    if (cmd->codes == NULL) {
+    cl = cmd->store->cluster;
+
+    moved = (rr->len > 6 && ngx_strncmp(rr->str, "MOVED ", 6) == 0);
+    ask = (rr->len > 4 && ngx_strncmp(rr->str, "ASK ", 4) == 0);
+
+    later = (rr->len >= 8 && ngx_strncmp(rr->str, "TRYAGAIN", 8) == 0)
+            || (rr->len >= 11 && ngx_strncmp(rr->str, "CLUSTERDOWN", 11) == 0)
+            || (rr->len >= 7 && ngx_strncmp(rr->str, "LOADING", 7) == 0)
+            || (rr->len >= 8 && ngx_strncmp(rr->str, "READONLY", 8) == 0)
+            || (rr->len >= 10 && ngx_strncmp(rr->str, "MASTERDOWN", 10) == 0);
+
+    if (!moved && !ask && !later) {
+        return NGX_DECLINED;
+    }
+
+    if (!later || rr->len < 8 || ngx_strncmp(rr->str, "TRYAGAIN", 8) != 0) {
+        /* the map is stale, or a failover is under way */
+        if (!ask) {
+            ngx_tiktok_reports_cluster_refresh(cl);
+        }
+    }
+
+    if (!ngx_tiktok_reports_store_wanted(cmd)
+        || cmd->tries >= NGX_TIKTOK_REPORTS_TRIES)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (cmd->n > 1) {
+        if (moved) {
+            /* fixes the map for the first report's slot */
+            (void) ngx_tiktok_reports_cluster_redirect(cl,
+                                                   (u_char *) rr->str + 6,
+                                                   rr->len - 6, 1);
+        }
+
+        for (j = 0; j < cmd->n; j++) {
+            if (ngx_tiktok_reports_store_split(cmd, j) != NGX_OK) {
+                cmd->done(cmd->data, cmd->indices[j], NGX_ERROR, NULL);
+            }
+        }
+
+        ngx_free(cmd);
+        return NGX_OK;
+    }
+
+    cmd->tries++;
+
+    if (later) {
+        ngx_tiktok_reports_store_park(cmd);
+        return NGX_OK;
+    }
+
+    to = ngx_tiktok_reports_cluster_redirect(cl,
+                                    (u_char *) rr->str + (moved ? 6 : 4),
+                                    rr->len - (moved ? 6 : 4), moved);
+    if (to == NULL) {
+        ngx_log_error(NGX_LOG_ERR, cmd->node->log, 0,
+                      "tiktok_reports: redis cluster %V: cannot follow "
+                      "\"%*s\"", &cmd->store->conf.name, (size_t) rr->len,
+                      rr->str);
+        return NGX_DECLINED;
+    }
+
+    if (ask) {
+        cmd->ask = to;
+    }
+
+    if (ngx_tiktok_reports_store_send(cmd) != NGX_OK) {
+        ngx_tiktok_reports_store_fail(cmd, NULL);
+    }
+
+    return NGX_OK;
+}
+
+
+/* sent again after a backoff that doubles with each try */
+
+static void
+ngx_tiktok_reports_store_park(ngx_tiktok_reports_store_cmd_t *cmd)
+{
+    ngx_msec_t  after;
+
+    after = NGX_TIKTOK_REPORTS_RETRY_MIN << (cmd->tries < 5 ? cmd->tries : 5);
+
+    if (after > NGX_TIKTOK_REPORTS_RETRY_MAX) {
+        after = NGX_TIKTOK_REPORTS_RETRY_MAX;
+    }
+
+    cmd->tries++;
+    cmd->ask = NULL;
+
+    cmd->retry.handler = ngx_tiktok_reports_store_resend;
+    cmd->retry.data = cmd;
+    cmd->retry.log = ngx_cycle->log;
+    cmd->retry.cancelable = 1;
+
+    ngx_queue_insert_tail(&cmd->store->parked, &cmd->queue);
+    ngx_add_timer(&cmd->retry, after);
+}
+
+
+static void
+ngx_tiktok_reports_store_resend(ngx_event_t *ev)
+{
+    ngx_tiktok_reports_store_cmd_t  *cmd = ev->data;
+
+    ngx_queue_remove(&cmd->queue);
+
+    if (!ngx_tiktok_reports_store_wanted(cmd)
+        || ngx_tiktok_reports_store_send(cmd) != NGX_OK)
+    {
+        ngx_tiktok_reports_metrics_redis_error(0);
+        ngx_tiktok_reports_store_fail(cmd, NULL);
+    }
+}
+
+
+/*
+ * Report j of a call, as a call of its own: every argument copied, the
+ * report's key the declared one, sent to the node of its slot.
+ */
+
+static ngx_int_t
+ngx_tiktok_reports_store_split(ngx_tiktok_reports_store_cmd_t *cmd,
+    ngx_uint_t j)
+{
+    int                              i, a;
+    const char                      *argv[NGX_TIKTOK_REPORTS_HEAD_ARGS
+                                          + NGX_TIKTOK_REPORTS_REPORT_ARGS];
+    size_t                           argvlen[NGX_TIKTOK_REPORTS_HEAD_ARGS
+                                             + NGX_TIKTOK_REPORTS_REPORT_ARGS];
+    ngx_tiktok_reports_store_cmd_t  *one;
+
+    for (i = 0; i < NGX_TIKTOK_REPORTS_HEAD_ARGS; i++) {
+        argv[i] = cmd->argv[i];
+        argvlen[i] = cmd->argvlen[i];
+    }
+
+    a = NGX_TIKTOK_REPORTS_HEAD_ARGS + j * NGX_TIKTOK_REPORTS_REPORT_ARGS;
+
+    for (i = 0; i < NGX_TIKTOK_REPORTS_REPORT_ARGS; i++) {
+        argv[NGX_TIKTOK_REPORTS_HEAD_ARGS + i] = cmd->argv[a + i];
+        argvlen[NGX_TIKTOK_REPORTS_HEAD_ARGS + i] = cmd->argvlen[a + i];
+    }
+
+    argv[3] = cmd->argv[a];
+    argvlen[3] = cmd->argvlen[a];
+
+    one = ngx_tiktok_reports_store_alloc(cmd->store,
+                                    NGX_TIKTOK_REPORTS_CMD_TRANSITION,
+                                    NGX_TIKTOK_REPORTS_HEAD_ARGS
+                                    + NGX_TIKTOK_REPORTS_REPORT_ARGS,
+                                    argv, argvlen);
+    if (one == NULL) {
+        return NGX_ERROR;
+    }
+
+    one->done = cmd->done;
+    one->data = cmd->data;
+    one->timeout = cmd->timeout;
+    one->index = cmd->indices[j];
+    one->indices = &one->index;
+    one->tries = cmd->tries + 1;
+    one->retried = cmd->retried;
+    one->slot = ngx_tiktok_reports_keyslot((u_char *) one->argv[3],
+                                           one->argvlen[3]);
+
+    if (ngx_tiktok_reports_store_send(one) != NGX_OK) {
+        ngx_free(one);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A call's reply: an integer per report, or on a cluster {code, seq,
+ * entry, ...} with the changes not yet in the feed.  A report this node
+ * does not serve (-2) goes on its own to the node that does.
+ */
+
+static ngx_int_t
+ngx_tiktok_reports_store_outcomes(ngx_tiktok_reports_store_cmd_t *cmd,
+    redisReply *rr)
+{
+    u_char                          *p;
+    size_t                           size;
+    ngx_uint_t                       j, k, a;
+    redisReply                      *e, *code;
+    ngx_tiktok_reports_store_pub_t  *pub;
+
+    if (rr->type != REDIS_REPLY_ARRAY || rr->elements != cmd->n) {
         return NGX_ERROR;
     }
 
     for (j = 0; j < cmd->n; j++) {
         e = rr->element[j];
-        cmd->codes[j] = e->integer < 0 ? NGX_ABORT
-                        : e->integer == 0 ? NGX_DECLINED : NGX_OK;
+        code = (e->type == REDIS_REPLY_ARRAY && e->elements % 2 == 1
+                && e->elements <= 9)
+               ? e->element[0] : e;
+
+        if (code->type != REDIS_REPLY_INTEGER
+            || (e != code && cmd->store->cluster == NULL))
+        {
+            return NGX_ERROR;
+        }
+
+        for (k = 1; e != code && k < e->elements; k += 2) {
+            if (e->element[k]->type != REDIS_REPLY_INTEGER
+                || e->element[k]->integer < 1 || e->element[k]->integer > 4
+                || e->element[k + 1]->type != REDIS_REPLY_STRING)
+            {
+                return NGX_ERROR;
+            }
+        }
     }
 
-    cmd->hold.handler = ngx_tiktok_reports_store_waited;
-    cmd->hold.data = cmd;
-
-    if (ngx_tiktok_reports_node_hold(cmd->node, &cmd->hold) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ALERT, cmd->node->log, 0,
-                      "tiktok_reports: redis %V: no WAIT follows a write",
-                      &cmd->node->conf->name);
-        ngx_free(cmd->codes);
-        cmd->codes = NULL;
+    cmd->codes = ngx_alloc(cmd->n * (sizeof(ngx_int_t)
+                                     + sizeof(ngx_tiktok_reports_store_pub_t *)),
+                           ngx_cycle->log);
+    if (cmd->codes == NULL) {
         return NGX_ERROR;
     }
 
+    cmd->pubs = (ngx_tiktok_reports_store_pub_t **) &cmd->codes[cmd->n];
+
+    for (j = 0; j < cmd->n; j++) {
+        e = rr->element[j];
+        code = (e->type == REDIS_REPLY_ARRAY) ? e->element[0] : e;
+        cmd->pubs[j] = NULL;
+
+        cmd->codes[j] = code->integer == -2 ? NGX_TIKTOK_REPORTS_RESENT
+                        : code->integer < 0 ? NGX_ABORT
+                        : code->integer == 0 ? NGX_DECLINED : NGX_OK;
+
+        if (code->integer == -2) {
+            if (ngx_tiktok_reports_store_split(cmd, j) != NGX_OK) {
+                cmd->codes[j] = NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        if (e == code) {
+            continue;
+        }
+
+        /* changes to publish: kept with the report until they are out */
+
+        a = NGX_TIKTOK_REPORTS_HEAD_ARGS + j * NGX_TIKTOK_REPORTS_REPORT_ARGS;
+
+        size = sizeof(ngx_tiktok_reports_store_pub_t) + cmd->argvlen[a]
+               + cmd->argvlen[a + 5] + cmd->argvlen[a + 13] + cmd->argvlen[6];
+
+        for (k = 1; k < e->elements; k += 2) {
+            size += e->element[k + 1]->len;
+        }
+
+        pub = ngx_alloc(size, ngx_cycle->log);
+        if (pub == NULL) {
+            cmd->codes[j] = NGX_ERROR;
+            continue;
+        }
+
+        ngx_memzero(pub, sizeof(ngx_tiktok_reports_store_pub_t));
+
+        pub->store = cmd->store;
+        pub->done = cmd->done;
+        pub->data = cmd->data;
+        pub->index = cmd->indices[j];
+        pub->code = cmd->codes[j];
+        pub->timeout = cmd->timeout;
+
+        p = (u_char *) &pub[1];
+
+        pub->key.data = p;
+        pub->key.len = cmd->argvlen[a];
+        p = ngx_cpymem(p, cmd->argv[a], pub->key.len);
+
+        pub->id.data = p;
+        pub->id.len = cmd->argvlen[a + 5];
+        p = ngx_cpymem(p, cmd->argv[a + 5], pub->id.len);
+
+        pub->feed.data = p;
+        pub->feed.len = cmd->argvlen[a + 13];
+        p = ngx_cpymem(p, cmd->argv[a + 13], pub->feed.len);
+
+        /* ARGV[3], the feed's length */
+        pub->maxlen.data = p;
+        pub->maxlen.len = cmd->argvlen[6];
+        p = ngx_cpymem(p, cmd->argv[6], pub->maxlen.len);
+
+        for (k = 1; k < e->elements; k += 2) {
+            pub->seq[pub->n] = (ngx_uint_t) e->element[k]->integer;
+            pub->entry[pub->n].data = p;
+            pub->entry[pub->n].len = e->element[k + 1]->len;
+            p = ngx_cpymem(p, e->element[k + 1]->str, e->element[k + 1]->len);
+            pub->n++;
+        }
+
+        cmd->pubs[j] = pub;
+    }
+
     return NGX_OK;
+}
+
+
+/*
+ * The owner learns every report's outcome; the last call may free "data",
+ * so nothing of it is touched after.  A failed call fails all its reports;
+ * it wrote none of them, but for what the script cannot check beforehand.
+ * A report with changes for the feed learns it once they are in.
+ */
+
+static void
+ngx_tiktok_reports_store_deliver(ngx_tiktok_reports_store_cmd_t *cmd,
+    ngx_int_t rc, redisReply *rr)
+{
+    ngx_uint_t                       j;
+    ngx_tiktok_reports_store_pub_t  *pub;
+
+    if (cmd->kind == NGX_TIKTOK_REPORTS_CMD_FEED) {
+        ngx_tiktok_reports_store_published(cmd->pub, rc);
+        ngx_free(cmd);
+        return;
+    }
+
+    if (cmd->kind != NGX_TIKTOK_REPORTS_CMD_TRANSITION) {
+        if (cmd->done) {
+            cmd->done(cmd->data, cmd->index, rc, rr);
+        }
+
+        ngx_free(cmd);
+        return;
+    }
+
+    if (rc != NGX_OK || cmd->codes == NULL) {
+        if (cmd->codes) {
+            for (j = 0; j < cmd->n; j++) {
+                if (cmd->pubs[j]) {
+                    ngx_free(cmd->pubs[j]);
+                }
+
+                if (cmd->codes[j] != NGX_TIKTOK_REPORTS_RESENT) {
+                    cmd->done(cmd->data, cmd->indices[j], NGX_ERROR, rr);
+                }
+            }
+
+            ngx_free(cmd->codes);
+
+        } else {
+            for (j = 0; j < cmd->n; j++) {
+                cmd->done(cmd->data, cmd->indices[j], NGX_ERROR, rr);
+            }
+        }
+
+        ngx_free(cmd);
+        return;
+    }
+
+    for (j = 0; j < cmd->n; j++) {
+        pub = cmd->pubs[j];
+
+        if (cmd->codes[j] == NGX_TIKTOK_REPORTS_RESENT) {
+            continue;
+        }
+
+        if (pub) {
+            ngx_tiktok_reports_store_publish(pub);
+            continue;
+        }
+
+        cmd->done(cmd->data, cmd->indices[j], cmd->codes[j], NULL);
+    }
+
+    ngx_free(cmd->codes);
+    ngx_free(cmd);
+}
+
+
+static void
+ngx_tiktok_reports_store_fail(ngx_tiktok_reports_store_cmd_t *cmd,
+    redisReply *rr)
+{
+    ngx_tiktok_reports_store_deliver(cmd, NGX_ERROR, rr);
 }
 
 
@@ -1003,15 +1831,156 @@ ngx_tiktok_reports_store_hold(ngx_tiktok_reports_store_cmd_t *cmd,
 static void
 ngx_tiktok_reports_store_waited(void *data, ngx_int_t rc)
 {
-    ngx_tiktok_reports_store_cmd_t  *cmd = data;
+    ngx_tiktok_reports_store_deliver(data, rc, NULL);
+}
 
-    ngx_uint_t  j;
 
-    for (j = 0; j < cmd->n; j++) {
-        cmd->done(cmd->data, cmd->indices[j],
-                  rc == NGX_OK ? cmd->codes[j] : NGX_ERROR, NULL);
+/*
+ * The changes of one message not yet in the feed: an XADD each to its
+ * partition (wherever that lives), then, once all are in, their fields
+ * deleted from the hash.  A change published twice (a retry found it
+ * before its fields went) carries the same (messageId, seq) both times.
+ */
+
+static void
+ngx_tiktok_reports_store_publish(ngx_tiktok_reports_store_pub_t *pub)
+{
+    u_char                          *p, *sp1, *sp2, *last, seq[NGX_INT_T_LEN];
+    ngx_uint_t                       k;
+    const char                      *argv[17];
+    size_t                           argvlen[17];
+    ngx_tiktok_reports_store_cmd_t  *cmd;
+
+    /* one more than the XADDs out, until all went */
+    pub->pending = 1;
+
+    for (k = 0; k < pub->n; k++) {
+        p = pub->entry[k].data;
+        last = p + pub->entry[k].len;
+
+        sp1 = ngx_strlchr(p, last, ' ');
+        sp2 = sp1 ? ngx_strlchr(sp1 + 1, last, ' ') : NULL;
+
+        if (sp2 == NULL) {
+            pub->failed = 1;
+            continue;
+        }
+
+        argv[0] = "XADD";
+        argvlen[0] = 4;
+        argv[1] = (const char *) pub->feed.data;
+        argvlen[1] = pub->feed.len;
+        argv[2] = "MAXLEN";
+        argvlen[2] = 6;
+        argv[3] = "~";
+        argvlen[3] = 1;
+        argv[4] = (const char *) pub->maxlen.data;
+        argvlen[4] = pub->maxlen.len;
+        argv[5] = "*";
+        argvlen[5] = 1;
+        argv[6] = "messageId";
+        argvlen[6] = 9;
+        argv[7] = (const char *) pub->id.data;
+        argvlen[7] = pub->id.len;
+        argv[8] = "status";
+        argvlen[8] = 6;
+        argv[9] = (const char *) p;
+        argvlen[9] = sp1 - p;
+        argv[10] = "previous";
+        argvlen[10] = 8;
+        argv[11] = (const char *) sp1 + 1;
+        argvlen[11] = sp2 - sp1 - 1;
+        argv[12] = "at";
+        argvlen[12] = 2;
+        argv[13] = (const char *) sp2 + 1;
+        argvlen[13] = last - sp2 - 1;
+        argv[14] = "seq";
+        argvlen[14] = 3;
+        argv[15] = (const char *) seq;
+        argvlen[15] = ngx_sprintf(seq, "%ui", pub->seq[k]) - seq;
+
+        cmd = ngx_tiktok_reports_store_alloc(pub->store,
+                                             NGX_TIKTOK_REPORTS_CMD_FEED, 16,
+                                             argv, argvlen);
+        if (cmd == NULL) {
+            pub->failed = 1;
+            continue;
+        }
+
+        cmd->data = pub->data;
+        cmd->pub = pub;
+        cmd->timeout = pub->timeout;
+        cmd->slot = ngx_tiktok_reports_keyslot(pub->feed.data, pub->feed.len);
+
+        pub->pending++;
+
+        if (ngx_tiktok_reports_store_send(cmd) != NGX_OK) {
+            ngx_free(cmd);
+            pub->pending--;
+            pub->failed = 1;
+        }
     }
 
-    ngx_free(cmd->codes);
-    ngx_free(cmd);
+    ngx_tiktok_reports_store_published(pub, NGX_OK);
+}
+
+
+/*
+ * An XADD of the report's changes replied (NGX_OK: in the feed, and on
+ * enough replicas with WAIT).  The last one tells the owner; the fields
+ * of changes now published go, with no owner waiting: if that is lost, a
+ * later report publishes them again.
+ */
+
+static void
+ngx_tiktok_reports_store_published(ngx_tiktok_reports_store_pub_t *pub,
+    ngx_int_t rc)
+{
+    u_char                          *p, names[4][2];
+    ngx_uint_t                       k;
+    const char                      *argv[6];
+    size_t                           argvlen[6];
+    ngx_tiktok_reports_store_cmd_t  *cmd;
+
+    if (rc != NGX_OK) {
+        pub->failed = 1;
+    }
+
+    if (--pub->pending) {
+        return;
+    }
+
+    if (pub->failed) {
+        pub->done(pub->data, pub->index, NGX_ERROR, NULL);
+        ngx_free(pub);
+        return;
+    }
+
+    argv[0] = "HDEL";
+    argvlen[0] = 4;
+    argv[1] = (const char *) pub->key.data;
+    argvlen[1] = pub->key.len;
+
+    for (k = 0; k < pub->n; k++) {
+        p = names[k];
+        p[0] = 'q';
+        p[1] = (u_char) ('0' + pub->seq[k]);
+        argv[2 + k] = (const char *) p;
+        argvlen[2 + k] = 2;
+    }
+
+    cmd = ngx_tiktok_reports_store_alloc(pub->store,
+                                         NGX_TIKTOK_REPORTS_CMD_PUBLISHED,
+                                         2 + pub->n, argv, argvlen);
+    if (cmd) {
+        cmd->timeout = pub->timeout;
+        cmd->slot = ngx_tiktok_reports_keyslot(pub->key.data, pub->key.len);
+
+        if (ngx_tiktok_reports_store_send(cmd) != NGX_OK) {
+            ngx_free(cmd);
+        }
+    }
+
+    pub->done(pub->data, pub->index, pub->code, NULL);
+    ngx_free(pub);
 }

@@ -42,8 +42,8 @@ my $fake = FakeRedis->new(dir => $dir, reply => sub {
         return FakeRedis::array();
     }
     if ($name eq 'EVALSHA' || $name eq 'EVAL') {
-        my ($what) = $cmd->[4] =~ /\{fake-(\w+)/ or return undef;
-        my $n = $cmd->[2] - 1;
+        my ($what) = $cmd->[3] =~ /\{fake-(\w+)/ or return undef;
+        my $n = (@$cmd - 9) / 14;   # 9 fixed arguments, 14 per report
         return FakeRedis::array(map { FakeRedis::integer(1) } 1 .. $n + 1)
             if $what eq 'long';
         return FakeRedis::array(map { FakeRedis::bulk('1') } 1 .. $n)

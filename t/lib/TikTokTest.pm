@@ -23,7 +23,7 @@ use JSON::PP ();
 use Test::More;
 
 our @EXPORT = qw(hmac_hex hmac_b64 json_decode json_encode run_cases
-                 tiktok_dlr tiktok_seen);
+                 tiktok_dlr tiktok_seen keyslot);
 
 use Cwd ();
 use File::Basename ();
@@ -574,6 +574,24 @@ sub hmac_b64 { MIME::Base64::encode_base64(hmac_raw(@_), '') }
 my $JSON = JSON::PP->new->canonical;
 sub json_decode { JSON::PP->new->utf8->decode($_[0]) }
 sub json_encode { $JSON->encode($_[0]) }
+
+# Redis Cluster's slot of a key: CRC16 (XMODEM) of its hash tag (the part
+# between the first "{" and the next "}", when not empty), mod 16384
+sub keyslot {
+    my ($key) = @_;
+    if ($key =~ /^[^{]*\{([^}]+)\}/s) {
+        $key = $1;
+    }
+    my $crc = 0;
+    for my $c (unpack 'C*', $key) {
+        $crc ^= $c << 8;
+        for (1 .. 8) {
+            $crc = $crc & 0x8000 ? (($crc << 1) ^ 0x1021) & 0xffff
+                                 : ($crc << 1) & 0xffff;
+        }
+    }
+    return $crc & 16383;
+}
 
 # --- Infobip bodies ------------------------------------------------------
 
