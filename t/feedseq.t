@@ -154,7 +154,7 @@ for my $bad (0, 1025, 'x') {
         }
 EOF
     isnt($rc, 0, "nginx -t refuses tiktok_reports_stream_partitions $bad");
-    like($out, qr/value must be between 1 and 1024|"tiktok_reports_stream_partitions" directive invalid value/,
+    like($out, qr/value must be between 1 and 1024|"tiktok_reports_stream_partitions" directive invalid number/,
          '... saying why');
 }
 
