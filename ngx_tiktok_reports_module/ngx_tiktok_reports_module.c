@@ -54,6 +54,8 @@ static ngx_tiktok_reports_secret_t *ngx_tiktok_reports_secret_push(
     ngx_conf_t *cf, ngx_tiktok_reports_loc_conf_t *tlcf);
 static char *ngx_tiktok_reports_positive(ngx_conf_t *cf, void *post,
     void *data);
+static char *ngx_tiktok_reports_prefix(ngx_conf_t *cf, void *post,
+    void *data);
 static char *ngx_tiktok_reports_timeout(ngx_conf_t *cf, void *post,
     void *data);
 static ngx_int_t ngx_tiktok_reports_preconfiguration(ngx_conf_t *cf);
@@ -108,6 +110,10 @@ static ngx_conf_num_bounds_t  ngx_tiktok_reports_maxlen_bounds = {
 
 static ngx_conf_num_bounds_t  ngx_tiktok_reports_partitions_bounds = {
     ngx_conf_check_num_bounds, 1, 1024
+};
+
+static ngx_conf_post_t  ngx_tiktok_reports_prefix_post = {
+    ngx_tiktok_reports_prefix
 };
 
 static ngx_conf_post_t  ngx_tiktok_reports_positive_post = {
@@ -217,7 +223,7 @@ static ngx_command_t  ngx_tiktok_reports_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_tiktok_reports_loc_conf_t, key_prefix),
-      NULL },
+      &ngx_tiktok_reports_prefix_post },
 
     { ngx_string("tiktok_reports_ttl"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -1153,6 +1159,13 @@ ngx_tiktok_reports_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                                "\"tiktok_reports_redis\"", &u->url);
             return NGX_CONF_ERROR;
         }
+
+        if (cluster && u->family == AF_UNIX) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "a cluster is reached over TCP: \"%V\" of "
+                               "\"tiktok_reports_redis\"", &u->url);
+            return NGX_CONF_ERROR;
+        }
     }
 
     tlcf->redis = urls->elts;
@@ -1595,6 +1608,24 @@ ngx_tiktok_reports_positive(ngx_conf_t *cf, void *post, void *data)
 
     if (*np < 1) {
         return "must be at least 1";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* "{" or "}" would make the prefix, not the messageId, the hash tag */
+
+static char *
+ngx_tiktok_reports_prefix(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t  *s = data;
+
+    if (ngx_strlchr(s->data, s->data + s->len, '{')
+        || ngx_strlchr(s->data, s->data + s->len, '}'))
+    {
+        return "must not contain \"{\" or \"}\": the messageId is the "
+               "key's hash tag";
     }
 
     return NGX_CONF_OK;
