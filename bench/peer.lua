@@ -143,19 +143,22 @@ function M.handle()
                      .. cjson.encode(r.status.name or cjson.null)
                      .. ',"receivedAt":' .. now .. '}'
         local err = type(r.error) == "table" and r.error or {}
-        cmds[#cmds + 1] = resp({ "EVALSHA", sha, "2", PREFIX .. "events",
-          PREFIX .. "msg:{" .. id .. "}", now, "2592000", "1000000", "",
-          "d", g, ident, rest, id, r.callbackData or "", "", r.doneAt or "",
+        local key = PREFIX .. "msg:{" .. id .. "}"
+        cmds[#cmds + 1] = resp({ "EVALSHA", sha, "1", key,
+          now, "2592000", "1000000", "", "",
+          key, "d", g, ident, rest, id, r.callbackData or "", "", r.doneAt or "",
           r.status.name or "", err.name or "NO_ERROR",
-          err.permanent == true and "true" or "false", ms(r.doneAt) })
+          err.permanent == true and "true" or "false", ms(r.doneAt),
+          PREFIX .. "events" })
       end
     elseif type(r.seenAt) == "string" then
       local ident = '{"kind":"seen","at":' .. cjson.encode(r.seenAt) .. ','
       local rest = '"status":"SEEN","receivedAt":' .. now .. '}'
-      cmds[#cmds + 1] = resp({ "EVALSHA", sha, "2", PREFIX .. "events",
-        PREFIX .. "msg:{" .. id .. "}", now, "2592000", "1000000", "",
-        "s", "SEEN", ident, rest, id, r.callbackData or "", "", r.seenAt,
-        "", "", "", "" })
+      local key = PREFIX .. "msg:{" .. id .. "}"
+      cmds[#cmds + 1] = resp({ "EVALSHA", sha, "1", key,
+        now, "2592000", "1000000", "", "",
+        key, "s", "SEEN", ident, rest, id, r.callbackData or "", "", r.seenAt,
+        "", "", "", "", PREFIX .. "events" })
     else
       rejected[#rejected + 1] = { index = i - 1,
                                   error = "neither a delivery nor a seen report" }
