@@ -288,6 +288,7 @@ struct ngx_tiktok_reports_store_s {
     ngx_tiktok_reports_discovery_t   *discovery;   /* per worker, or NULL */
     ngx_tiktok_reports_cluster_t     *cluster;     /* per worker, or NULL */
     ngx_queue_t                       parked;      /* commands to resend */
+    ngx_uint_t                        closing;     /* nothing is resent */
 };
 
 

@@ -532,6 +532,9 @@ ngx_tiktok_reports_store_exit_worker(ngx_cycle_t *cycle)
 
     for (i = 0; i < tmcf->stores.nelts; i++) {
 
+        /* what fails from here on is not resent, nor split */
+        stores[i]->closing = 1;
+
         /* commands waiting to be sent again fail now */
         while (stores[i]->parked.next
                && !ngx_queue_empty(&stores[i]->parked))
@@ -648,7 +651,7 @@ ngx_tiktok_reports_store_send(ngx_tiktok_reports_store_cmd_t *cmd)
 retry:
 
     if (cmd->store->cluster && cmd->copied && rc != NGX_ERROR
-        && cmd->tries < NGX_TIKTOK_REPORTS_TRIES)
+        && !cmd->store->closing && cmd->tries < NGX_TIKTOK_REPORTS_TRIES)
     {
         /* that master is down: the map may know better soon */
         ngx_tiktok_reports_cluster_refresh(cmd->store->cluster);
@@ -1287,6 +1290,11 @@ ngx_tiktok_reports_store_reply(ngx_tiktok_reports_node_t *node,
 
     if (rr == NULL) {
         /* the connection went away, its handshake was refused, or dropped */
+        if (cmd->store->closing) {
+            ngx_tiktok_reports_store_fail(cmd, NULL);
+            return;
+        }
+
         if (cmd->store->cluster && cmd->copied
             && ngx_tiktok_reports_store_wanted(cmd)
             && cmd->tries < NGX_TIKTOK_REPORTS_TRIES)
@@ -1320,6 +1328,7 @@ ngx_tiktok_reports_store_reply(ngx_tiktok_reports_node_t *node,
     ngx_tiktok_reports_metrics_rtt(ngx_tiktok_reports_usec() - cmd->sent);
 
     if (rr->type == REDIS_REPLY_ERROR && cmd->store->cluster
+        && !cmd->store->closing
         && ngx_tiktok_reports_store_redirect(cmd, rr) == NGX_OK)
     {
         return;
@@ -1566,6 +1575,10 @@ ngx_tiktok_reports_store_split(ngx_tiktok_reports_store_cmd_t *cmd,
     size_t                           argvlen[NGX_TIKTOK_REPORTS_HEAD_ARGS
                                              + NGX_TIKTOK_REPORTS_REPORT_ARGS];
     ngx_tiktok_reports_store_cmd_t  *one;
+
+    if (cmd->store->closing) {
+        return NGX_ERROR;
+    }
 
     for (i = 0; i < NGX_TIKTOK_REPORTS_HEAD_ARGS; i++) {
         argv[i] = cmd->argv[i];
