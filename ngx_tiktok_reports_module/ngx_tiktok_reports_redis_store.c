@@ -41,9 +41,11 @@
  * one report is refused instead of failing the call, or its body would be
  * retried forever; any other error fails the call.
  *
- * "seq" counts a message's changes of status; a hash an older version
- * wrote has none, and its count starts from the changes its timeline
- * shows.  Ranks only rise, so a message changes at most four times.
+ * "seq" counts a message's changes of status, "sqs" is the status it was
+ * counted at.  A hash an older version wrote has no "seq", and one it
+ * changed since (a rolling upgrade) has "sqs" behind "status": the count
+ * starts again from the changes its timeline shows.  Ranks only rise, so
+ * a message changes at most four times.
  *
  * On a cluster the feed lives on other nodes: a change is kept as
  * unpublished in field "q<seq>" ("STATUS PREVIOUS AT"), and the report's
@@ -115,7 +117,7 @@ static char ngx_tiktok_reports_script[] =
 "local function queued(cur, code)\n"
 "  local q = {code}\n"
 "  for s = 1, 4 do\n"
-"    if cur[5 + s] then q[#q + 1] = s; q[#q + 1] = cur[5 + s] end\n"
+"    if cur[6 + s] then q[#q + 1] = s; q[#q + 1] = cur[6 + s] end\n"
 "  end\n"
 "  if #q == 1 then return code end\n"
 "  return q\n"
@@ -125,10 +127,10 @@ static char ngx_tiktok_reports_script[] =
 "  local ok, cur\n"
 "  if later then\n"
 "    ok, cur = pcall(redis.call, 'HMGET', k, 'status', 'timeline', 'dg',\n"
-"                    'seenAt', 'seq', 'q1', 'q2', 'q3', 'q4')\n"
+"                    'seenAt', 'seq', 'sqs', 'q1', 'q2', 'q3', 'q4')\n"
 "  else\n"
 "    ok, cur = pcall(redis.call, 'HMGET', k, 'status', 'timeline', 'dg',\n"
-"                    'seenAt', 'seq')\n"
+"                    'seenAt', 'seq', 'sqs')\n"
 "  end\n"
 "  if not ok then\n"
 "    local e = type(cur) == 'table' and cur.err or tostring(cur)\n"
@@ -148,12 +150,14 @@ static char ngx_tiktok_reports_script[] =
 "  local n = 4\n"
 "  local seq\n"
 "  if r > rank(old) then\n"
-"    seq = (tonumber(cur[5]) or (tl and changes(tl) or 0)) + 1\n"
-"    f[5] = 'status'; f[6] = g; f[7] = 'seq'; f[8] = seq; n = 8\n"
+"    seq = cur[6] == old and tonumber(cur[5])\n"
+"    seq = (seq or (tl and changes(tl) or 0)) + 1\n"
+"    f[5] = 'status'; f[6] = g; f[7] = 'seq'; f[8] = seq\n"
+"    f[9] = 'sqs'; f[10] = g; n = 10\n"
 "    if later and maxlen ~= '0' then\n"
 "      local e = g .. ' ' .. (old or '') .. ' ' .. ARGV[a + 8]\n"
-"      f[9] = 'q' .. seq; f[10] = e; n = 10\n"
-"      cur[5 + seq] = e\n"
+"      f[11] = 'q' .. seq; f[12] = e; n = 12\n"
+"      cur[6 + seq] = e\n"
 "    end\n"
 "  end\n"
 "  if ARGV[a + 1] == 'd' then\n"

@@ -270,7 +270,8 @@ sub hgetall {
 sub nginx_conf {
     my ($self, %opt) = @_;
     my $d = $self->{dir};
-    my $so = module_path();
+    # module: another build (t/upgrade.t runs an earlier release beside)
+    my $so = $opt{module} || module_path();
     my $user = $> == 0 ? "user nobody nogroup;\n" : '';
     my $workers = $opt{workers} || 1;
     my $redis = "127.0.0.1:$self->{redis_port}";
