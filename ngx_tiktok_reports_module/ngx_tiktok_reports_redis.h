@@ -264,6 +264,10 @@ void ngx_tiktok_reports_cluster_close(ngx_tiktok_reports_cluster_t *cl);
 ngx_tiktok_reports_node_t *ngx_tiktok_reports_cluster_node(
     ngx_tiktok_reports_cluster_t *cl, ngx_uint_t slot);
 
+/* whether a full slot map came: nothing is sent before */
+ngx_uint_t ngx_tiktok_reports_cluster_mapped(
+    ngx_tiktok_reports_cluster_t *cl);
+
 /*
  * "<slot> <host>:<port>" of a MOVED (moved: 1) or ASK reply: the node to
  * send to, or NULL; MOVED also fixes the slot and asks for a new map

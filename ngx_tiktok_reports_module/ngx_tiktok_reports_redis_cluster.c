@@ -378,6 +378,13 @@ ngx_tiktok_reports_cluster_free(ngx_tiktok_reports_cluster_t *cl,
 }
 
 
+ngx_uint_t
+ngx_tiktok_reports_cluster_mapped(ngx_tiktok_reports_cluster_t *cl)
+{
+    return cl->mapped;
+}
+
+
 /* the node that serves a slot; before the first map, a seed (MOVED then) */
 
 ngx_tiktok_reports_node_t *
