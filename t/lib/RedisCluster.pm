@@ -153,10 +153,11 @@ sub seeds {
 sub stop {
     my ($self) = @_;
     local $?;
-    for my $j (@{ $self->{jobs} }) {
+    # at global destruction the objects may be gone already
+    for my $j (grep { defined } @{ $self->{jobs} || [] }) {
         $j->kill;
     }
-    for my $n (@{ $self->{nodes} }) {
+    for my $n (grep { defined } @{ $self->{nodes} || [] }) {
         kill 'CONT', $n->pid if $n->pid;
         $n->stop('KILL');
     }
@@ -226,6 +227,17 @@ sub node_for_slot {
 }
 
 sub node_for_key { $_[0]->node_for_slot(keyslot($_[1])) }
+
+# the whole map at once, for many keys: [slot] = node
+sub slot_map {
+    my ($self) = @_;
+    my @map;
+    for my $r (@{ $self->slots }) {
+        my $n = $self->node_by_port($r->[2]);
+        $map[$_] = $n for $r->[0] .. $r->[1];
+    }
+    return \@map;
+}
 
 # the slots a node serves, per CLUSTER SLOTS
 sub slots_served {
@@ -366,12 +378,20 @@ sub cmd_for_key {
     die "too many redirects for $key";
 }
 
-# which live master holds the key (EXISTS), whatever the map says
+# whether a node has the key in its keyspace, whatever the slot's state
+# (EXISTS would answer ASK or MOVED where the node does not serve it)
+sub holds {
+    my ($self, $node, $key) = @_;
+    my $keys = $node->cmd('CLUSTER', 'GETKEYSINSLOT', keyslot($key), 100000);
+    return scalar grep { $_ eq $key } @$keys;
+}
+
+# which live master holds the key, whatever the map says
 sub holder {
     my ($self, $key) = @_;
     for my $n ($self->live) {
         next if (eval { $n->cmd('ROLE')->[0] } // '') ne 'master';
-        return $n if eval { $n->cmd('EXISTS', $key) };
+        return $n if $self->holds($n, $key);
     }
     return undef;
 }
@@ -494,8 +514,9 @@ sub restart {
 
 # --- the cluster down ----------------------------------------------------------------
 
-# Makes every master answer CLUSTERDOWN to commands with keys, until
-# cluster_up().  Two ways:
+# cluster_down($how, $where): makes every master answer CLUSTERDOWN to
+# commands with keys, until cluster_up().  $where: a key or a master node
+# (default: slot 0, the first master).  Two ways:
 #   'slot' (default): one slot (of the key given, or slot 0) unassigned on
 #       every master and replica with CLUSTER DELSLOTS: with
 #       cluster-require-full-coverage (the default) each node turns
@@ -514,15 +535,18 @@ sub cluster_down {
     $how ||= 'slot';
     die "cluster already down" if $self->{down};
     if ($how eq 'slot') {
-        my $slot = defined $key ? keyslot($key) : 0;
+        my $slot = !defined $key ? 0
+                 : ref $key ? ($self->slots_served($key))[0]
+                 : keyslot($key);
         my $owner = $self->node_for_slot($slot);
         $self->{down} = [ slot => $slot, $owner ];
         for my $n ($owner, grep { $_ != $owner } $self->live) {
             $n->cmd('CLUSTER', 'DELSLOTS', $slot);
         }
     } elsif ($how eq 'freeze') {
-        my $master = defined $key ? $self->node_for_key($key)
-                                  : ($self->masters)[0];
+        my $master = !defined $key ? ($self->masters)[0]
+                   : ref $key ? $key
+                   : $self->node_for_key($key);
         my $replica = $self->replica_of($master);
         my @frozen = grep { defined } $master, $replica;
         $self->{down} = [ freeze => @frozen ];
