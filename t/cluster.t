@@ -7,9 +7,10 @@
 # and resent as duplicates; ids with braces are routed by Redis's hash-tag
 # rule; the feed by partition (16 by default, 1, 3) and seq through a
 # message's whole life; a slot half-migrated (ASK, TRYAGAIN) for message
-# keys and for a feed partition, and the migration finished (MOVED); the
-# cluster down (CLUSTERDOWN: 503 with Retry-After), then 200 again without
-# restarting nginx.  Resharding and failover under load: t/cluster-moves.t.
+# keys and for a feed partition, and the migration finished (MOVED); a
+# first seed that runs nothing, and a seed that is not a cluster node (503,
+# logged once); the cluster down (CLUSTERDOWN: 503 with Retry-After), then
+# 200 again without restarting nginx.  Resharding and failover under load: t/cluster-moves.t.
 
 use strict;
 use warnings;
@@ -77,7 +78,12 @@ diag(sprintf 'cluster of 6 up in %.1f s', $c->started_in);
 my @masters = $c->masters;
 is(scalar @masters, 3, 'three masters');
 
-my $seeds = $c->seeds;
+# the first seed runs nothing: discovery goes on to the next
+my $dead = TikTokTest::free_port();
+my $seeds = "127.0.0.1:$dead " . $c->seeds;
+# a plain Redis (not a cluster node) as the only seed of one location
+$t->start_redis;
+my $plain = $t->redis_port;
 $t->start_nginx(no_redis => 1, http => <<"EOF", server => <<"EOF2");
     tiktok_reports_redis $seeds cluster;
     tiktok_reports_redis_timeout ${timeout}s;
@@ -102,6 +108,11 @@ EOF
         }
         location /status/ {
             tiktok_reports_status;
+        }
+        location = /not-a-cluster {
+            tiktok_reports_redis 127.0.0.1:$plain cluster;
+            tiktok_reports_webhook;
+            tiktok_reports_signature off;
         }
 EOF2
 
@@ -505,6 +516,19 @@ check_feed('feed of the 300 (16 partitions by default)', 'tiktok:', 16, @ids);
     ok($c->finish_migration($slot, $from, $to), 'partition migration finished');
     post_ok('partition moved: 200', '/webhook', map { [ 'seen', $_ ] } @f);
     check_feed('feed after the partition\'s migration', 'tiktok:', 16, @f);
+}
+
+# --- a seed that is not a cluster node -------------------------------------------
+
+{
+    my @st = map { my $r = post('/not-a-cluster', [ 'delivered', "plain-$$-$_" ]);
+                   sleep 0.3; $r->{status} } 1 .. 4;
+    ok(!grep({ $_ ne '503' } @st), 'a seed that is not a cluster node: 503')
+        or diag("@st");
+    my @err = grep { /\[error\]/ && /127\.0\.0\.1:$plain/ } split /\n/, $t->error_log;
+    is(scalar @err, 1, '... logged once at error, naming the seed')
+        or diag(join "\n", @err);
+    is($t->redis('DBSIZE'), 0, '... and nothing written to it');
 }
 
 # --- CLUSTERDOWN ----------------------------------------------------------------------
