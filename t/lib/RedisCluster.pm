@@ -527,8 +527,10 @@ sub restart {
 #   'freeze': a master and its replica SIGSTOPped until the other masters
 #       mark the master failed and turn cluster_state:fail (about the node
 #       timeout, 2 s, and a little); the frozen master does not answer at
-#       all.  cluster_up: SIGCONT; the failure flag is cleared after twice
-#       the node timeout (or the thawed replica takes over).
+#       all; CLUSTER SLOTS elsewhere still names it (the map is complete,
+#       the cluster down).  cluster_up: SIGCONT; the thawed replica often
+#       takes over (it sees its master failed), or the failure flag is
+#       cleared after twice the node timeout: masters() may have changed.
 # Returns 1 once every live node says cluster_state:fail, 0 if not in 20 s.
 sub cluster_down {
     my ($self, $how, $key) = @_;
