@@ -10,22 +10,27 @@ use warnings;
 
 use IO::Socket::INET;
 use POSIX ();
+use Socket ();
 use Time::HiRes qw(sleep time);
 use TikTokTest;
 
 # RedisProcs->new($t, port => P, bind => '127.0.0.1', conf => "lines\n",
-#                 sentinel => 1, name => 'tag')
+#                 sentinel => 1, name => 'tag', read_timeout => S)
+# read_timeout: cmd gives up on a reply after S seconds (a frozen server)
+# instead of waiting for ever
 sub new {
     my ($class, $t, %o) = @_;
     my $self = bless {
         t => $t, port => $o{port} || TikTokTest::free_port(),
         bind => $o{bind} || '127.0.0.1', conf => $o{conf} || '',
         sentinel => $o{sentinel}, name => $o{name} || 'redis',
+        read_timeout => $o{read_timeout},
     }, $class;
     return $self->start;
 }
 
 sub port { $_[0]{port} }
+sub pid { $_[0]{pid} }
 sub bind_addr { $_[0]{bind} }
 sub addr { "$_[0]{bind}:$_[0]{port}" }
 
@@ -63,9 +68,16 @@ sub log {
 # one command on a kept connection; dies on an error reply
 sub cmd {
     my ($self, @cmd) = @_;
-    my $sock = $self->{sock} ||= IO::Socket::INET->new(
-        PeerAddr => $self->{bind}, PeerPort => $self->{port}, Proto => 'tcp',
-        Timeout => 2) or die "connect $self->{bind}:$self->{port}: $!";
+    my $sock = $self->{sock};
+    unless ($sock) {
+        $sock = $self->{sock} = IO::Socket::INET->new(
+            PeerAddr => $self->{bind}, PeerPort => $self->{port},
+            Proto => 'tcp', Timeout => 2)
+            or die "connect $self->{bind}:$self->{port}: $!";
+        $sock->sockopt(Socket::SO_RCVTIMEO(),
+                       pack('l!l!', $self->{read_timeout}, 0))
+            if $self->{read_timeout};
+    }
     my $req = '*' . scalar(@cmd) . "\r\n";
     $req .= '$' . length($_) . "\r\n$_\r\n" for @cmd;
     print $sock $req;
