@@ -16,7 +16,7 @@
 #include "ngx_tiktok_reports_signature.h"
 
 
-#define NGX_TIKTOK_REPORTS_VERSION  "0.2.0"
+#define NGX_TIKTOK_REPORTS_VERSION  "0.3.0"
 
 
 #define NGX_TIKTOK_REPORTS_SIG_UNSET  0

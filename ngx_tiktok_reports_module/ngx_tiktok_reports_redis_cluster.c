@@ -615,6 +615,10 @@ ngx_tiktok_reports_cluster_reply(ngx_tiktok_reports_node_t *node,
         return;
     }
 
+    if (!cl->mapped) {
+        ngx_tiktok_reports_metrics_connected(cl->index, 0);
+    }
+
     /* once per outage; the old map (if any) serves meanwhile */
     if (!cl->logged) {
         cl->logged = 1;

@@ -295,6 +295,7 @@ typedef struct {
     unsigned                           kind:2;
     unsigned                           retried:1;  /* sent again as EVAL */
     unsigned                           copied:1;   /* every argument inside */
+    unsigned                           asked:1;    /* sent after ASKING */
     const char                       **argv;
     size_t                            *argvlen;
     ngx_tiktok_reports_node_hold_t     hold;       /* for the WAIT */
@@ -635,9 +636,12 @@ ngx_tiktok_reports_store_send(ngx_tiktok_reports_store_cmd_t *cmd)
 
     rc = NGX_DECLINED;
 
+    cmd->asked = 0;
+
     if (cmd->ask) {
         node = cmd->ask;
         cmd->ask = NULL;
+        cmd->asked = 1;
 
         /* ASKING covers the one command right behind it */
         asking[0] = "ASKING";
@@ -1393,7 +1397,7 @@ ngx_tiktok_reports_store_reply(ngx_tiktok_reports_node_t *node,
             cmd->argvlen[1] = ngx_tiktok_reports_script_str.len;
         }
 
-        if (cmd->node != node) {
+        if (cmd->asked) {
             /* an ASK sent it there: ASKING again before it */
             cmd->ask = node;
         }
