@@ -51,10 +51,9 @@
  * unpublished in field "q<seq>" ("STATUS PREVIOUS AT"), and the report's
  * code comes back as {code, seq, entry, ...} with every unpublished change
  * of the message, also for a duplicate; the module adds them to the feed,
- * then deletes the fields.  Both go in calls of the same script, one per
- * node: ARGV[5] "x" adds entries (six arguments each: partition,
- * messageId, status, previous, at, seq), "h" deletes fields (key, field);
- * Redis spends about half as much on a command inside a script.  A report whose key this node does not serve
+ * then deletes the fields.  (A script adding a call's changes on their
+ * node cost Redis more than the commands on their own: in a cluster each
+ * command a script calls is checked for its slot.)  A report whose key this node does not serve
  * (a slot moving, or moved) gets -2 and nothing is written for it.
  *
  * Redis keeps what a script wrote before an error, and the retry would
@@ -82,18 +81,6 @@ static char ngx_tiktok_reports_script[] =
 "  return 0\n"
 "end\n"
 "local now, ttl, maxlen, later = ARGV[1], ARGV[2], ARGV[3], ARGV[5] == 'c'\n"
-"if ARGV[5] == 'x' then\n"
-"  for a = 6, #ARGV, 6 do\n"
-"    redis.call('XADD', ARGV[a], 'MAXLEN', '~', maxlen, '*',\n"
-"               'messageId', ARGV[a + 1], 'status', ARGV[a + 2],\n"
-"               'previous', ARGV[a + 3], 'at', ARGV[a + 4], 'seq', ARGV[a + 5])\n"
-"  end\n"
-"  return 1\n"
-"end\n"
-"if ARGV[5] == 'h' then\n"
-"  for a = 6, #ARGV, 2 do redis.call('HDEL', ARGV[a], ARGV[a + 1]) end\n"
-"  return 1\n"
-"end\n"
 "if ARGV[4] ~= '' then redis.call('SELECT', ARGV[4]) end\n"
 "if ttl ~= '0' and (#ttl > 16 or #ttl == 16 and ttl > '9000000000000000')\n"
 "then\n"
@@ -272,7 +259,6 @@ typedef struct {
     ngx_str_t                          id;         /* messageId */
     ngx_str_t                          feed;       /* its partition */
     ngx_str_t                          maxlen;
-    ngx_uint_t                         grouped;    /* in a call being built */
 } ngx_tiktok_reports_store_pub_t;
 
 
@@ -302,8 +288,6 @@ typedef struct {
     ngx_int_t                         *codes;      /* outcomes */
     ngx_tiktok_reports_store_pub_t   **pubs;       /* cluster: per report */
     ngx_tiktok_reports_store_pub_t    *pub;        /* FEED: its report's */
-    ngx_tiktok_reports_store_pub_t   **batch;      /* FEED: the reports' */
-    ngx_uint_t                         nbatch;
 } ngx_tiktok_reports_store_cmd_t;
 
 
@@ -325,12 +309,7 @@ static void ngx_tiktok_reports_store_deliver(
 static void ngx_tiktok_reports_store_fail(ngx_tiktok_reports_store_cmd_t *cmd,
     redisReply *rr);
 static void ngx_tiktok_reports_store_waited(void *data, ngx_int_t rc);
-static void ngx_tiktok_reports_store_publish(
-    ngx_tiktok_reports_store_t *store, ngx_tiktok_reports_store_pub_t **pubs,
-    ngx_uint_t n);
 static void ngx_tiktok_reports_store_xadd(ngx_tiktok_reports_store_pub_t *pub);
-static void ngx_tiktok_reports_store_unmark(ngx_tiktok_reports_store_t *store,
-    ngx_tiktok_reports_store_pub_t **pubs, ngx_uint_t n);
 static void ngx_tiktok_reports_store_published(
     ngx_tiktok_reports_store_pub_t *pub, ngx_int_t rc);
 
@@ -1804,55 +1783,11 @@ static void
 ngx_tiktok_reports_store_deliver(ngx_tiktok_reports_store_cmd_t *cmd,
     ngx_int_t rc, redisReply *rr)
 {
-    ngx_uint_t                       j, k;
+    ngx_uint_t                       j;
     ngx_tiktok_reports_store_pub_t  *pub;
 
-    if (cmd->kind == NGX_TIKTOK_REPORTS_CMD_FEED && cmd->pub) {
-        ngx_tiktok_reports_store_published(cmd->pub, rc);
-        ngx_free(cmd);
-        return;
-    }
-
     if (cmd->kind == NGX_TIKTOK_REPORTS_CMD_FEED) {
-        /*
-         * A call of several reports' changes.  Failed, some may be in:
-         * each change goes again on its own (a repeat, same seq).  The
-         * reports now complete have their fields deleted together.
-         */
-        k = 0;
-
-        for (j = 0; j < cmd->nbatch; j++) {
-            pub = cmd->batch[j];
-
-            if (rc != NGX_OK) {
-                if (!cmd->store->closing
-                    && ngx_tiktok_reports_store_wanted(cmd))
-                {
-                    ngx_tiktok_reports_store_xadd(pub);
-
-                } else {
-                    pub->failed = 1;
-                }
-            }
-
-            if (--pub->pending) {
-                continue;
-            }
-
-            if (pub->failed) {
-                pub->done(pub->data, pub->index, NGX_ERROR, NULL);
-                ngx_free(pub);
-                continue;
-            }
-
-            cmd->batch[k++] = pub;
-        }
-
-        if (k) {
-            ngx_tiktok_reports_store_unmark(cmd->store, cmd->batch, k);
-        }
-
-        ngx_free(cmd->batch);
+        ngx_tiktok_reports_store_published(cmd->pub, rc);
         ngx_free(cmd);
         return;
     }
@@ -1890,8 +1825,6 @@ ngx_tiktok_reports_store_deliver(ngx_tiktok_reports_store_cmd_t *cmd,
         return;
     }
 
-    k = 0;
-
     for (j = 0; j < cmd->n; j++) {
         pub = cmd->pubs[j];
 
@@ -1900,15 +1833,11 @@ ngx_tiktok_reports_store_deliver(ngx_tiktok_reports_store_cmd_t *cmd,
         }
 
         if (pub) {
-            cmd->pubs[k++] = pub;
+            ngx_tiktok_reports_store_xadd(pub);
             continue;
         }
 
         cmd->done(cmd->data, cmd->indices[j], cmd->codes[j], NULL);
-    }
-
-    if (k) {
-        ngx_tiktok_reports_store_publish(cmd->store, cmd->pubs, k);
     }
 
     ngx_free(cmd->codes);
@@ -1933,302 +1862,6 @@ static void
 ngx_tiktok_reports_store_waited(void *data, ngx_int_t rc)
 {
     ngx_tiktok_reports_store_deliver(data, rc, NULL);
-}
-
-
-/*
- * The changes of a call's reports not yet in the feed: one call of the
- * script per node that holds their partitions adds them all ("x"); once
- * a report's are in, its fields go (unmark).  A change published twice
- * (a retry found it before its fields went) carries the same (messageId,
- * seq) both times.
- */
-
-static void
-ngx_tiktok_reports_store_publish(ngx_tiktok_reports_store_t *store,
-    ngx_tiktok_reports_store_pub_t **pubs, ngx_uint_t n)
-{
-    u_char                          *p, *seqs, *sp1, *sp2, *last;
-    size_t                          *argvlen;
-    ngx_uint_t                       i, j, k, m, entries, members, argc;
-    const char                     **argv;
-    ngx_tiktok_reports_node_t       *node;
-    ngx_tiktok_reports_store_pub_t  *pub;
-    ngx_tiktok_reports_store_cmd_t  *cmd;
-
-    for (i = 0; i < n; i++) {
-        pubs[i]->grouped = 0;
-        pubs[i]->pending++;      /* until the calls are out */
-    }
-
-    for (i = 0; i < n; i++) {
-        if (pubs[i]->grouped) {
-            continue;
-        }
-
-        node = ngx_tiktok_reports_store_node(store,
-                         ngx_tiktok_reports_keyslot(pubs[i]->feed.data,
-                                                    pubs[i]->feed.len));
-        entries = 0;
-        members = 0;
-
-        for (j = i; j < n; j++) {
-            if (!pubs[j]->grouped
-                && ngx_tiktok_reports_store_node(store,
-                         ngx_tiktok_reports_keyslot(pubs[j]->feed.data,
-                                                    pubs[j]->feed.len))
-                   == node)
-            {
-                pubs[j]->grouped = 1;
-                entries += pubs[j]->n;
-                members++;
-            }
-        }
-
-        /* EVALSHA sha 1 <a partition> "" "" maxlen "" x, six an entry */
-        argc = NGX_TIKTOK_REPORTS_HEAD_ARGS + 6 * entries;
-
-        argv = ngx_alloc(argc * (sizeof(char *) + sizeof(size_t))
-                         + entries * NGX_INT_T_LEN, ngx_cycle->log);
-        if (argv == NULL) {
-            goto failed;
-        }
-
-        argvlen = (size_t *) &argv[argc];
-        seqs = (u_char *) &argvlen[argc];
-
-        argv[0] = "EVALSHA";
-        argvlen[0] = 7;
-        argv[1] = (const char *) ngx_tiktok_reports_cluster_script_sha;
-        argvlen[1] = 40;
-        argv[2] = "1";
-        argvlen[2] = 1;
-        argv[3] = (const char *) pubs[i]->feed.data;
-        argvlen[3] = pubs[i]->feed.len;
-        argv[4] = "";
-        argvlen[4] = 0;
-        argv[5] = "";
-        argvlen[5] = 0;
-        argv[6] = (const char *) pubs[i]->maxlen.data;
-        argvlen[6] = pubs[i]->maxlen.len;
-        argv[7] = "";
-        argvlen[7] = 0;
-        argv[8] = "x";
-        argvlen[8] = 1;
-
-        k = NGX_TIKTOK_REPORTS_HEAD_ARGS;
-        p = seqs;
-
-        for (j = i; j < n; j++) {
-            pub = pubs[j];
-
-            if (pub->grouped != 1) {
-                continue;
-            }
-
-            for (m = 0; m < pub->n; m++) {
-                sp1 = pub->entry[m].data;
-                last = sp1 + pub->entry[m].len;
-                sp1 = ngx_strlchr(sp1, last, ' ');
-                sp2 = sp1 ? ngx_strlchr(sp1 + 1, last, ' ') : NULL;
-
-                if (sp2 == NULL) {
-                    /* not written by this script: never published */
-                    ngx_free(argv);
-                    goto failed;
-                }
-
-                argv[k] = (const char *) pub->feed.data;
-                argvlen[k++] = pub->feed.len;
-                argv[k] = (const char *) pub->id.data;
-                argvlen[k++] = pub->id.len;
-                argv[k] = (const char *) pub->entry[m].data;
-                argvlen[k++] = sp1 - pub->entry[m].data;
-                argv[k] = (const char *) sp1 + 1;
-                argvlen[k++] = sp2 - sp1 - 1;
-                argv[k] = (const char *) sp2 + 1;
-                argvlen[k++] = last - sp2 - 1;
-                argv[k] = (const char *) p;
-                argvlen[k++] = ngx_sprintf(p, "%ui", pub->seq[m]) - p;
-                p += NGX_INT_T_LEN;
-            }
-        }
-
-        cmd = ngx_tiktok_reports_store_alloc(store,
-                                    NGX_TIKTOK_REPORTS_CMD_FEED, argc, argv,
-                                    argvlen);
-        ngx_free(argv);
-
-        if (cmd == NULL) {
-            goto failed;
-        }
-
-        /* the reports it carries, in a block of their own */
-        cmd->batch = ngx_alloc(members
-                               * sizeof(ngx_tiktok_reports_store_pub_t *),
-                               ngx_cycle->log);
-        if (cmd->batch == NULL) {
-            ngx_free(cmd);
-            goto failed;
-        }
-
-        for (j = i, m = 0; j < n; j++) {
-            if (pubs[j]->grouped == 1) {
-                pubs[j]->grouped = 2;
-                pubs[j]->pending++;
-                cmd->batch[m++] = pubs[j];
-            }
-        }
-
-        cmd->nbatch = m;
-        cmd->data = pubs[i]->data;
-        cmd->timeout = pubs[i]->timeout;
-        cmd->slot = ngx_tiktok_reports_keyslot(pubs[i]->feed.data,
-                                               pubs[i]->feed.len);
-
-        if (ngx_tiktok_reports_store_send(cmd) != NGX_OK) {
-            /* as a failed call: each change on its own */
-            ngx_tiktok_reports_store_deliver(cmd, NGX_ERROR, NULL);
-        }
-
-        continue;
-
-    failed:
-
-        for (j = i; j < n; j++) {
-            if (pubs[j]->grouped == 1) {
-                pubs[j]->grouped = 2;
-                pubs[j]->failed = 1;
-            }
-        }
-    }
-
-    /* the calls are out: a report all of whose calls failed is done */
-    for (i = 0; i < n; i++) {
-        ngx_tiktok_reports_store_published(pubs[i], NGX_OK);
-    }
-}
-
-
-/*
- * Reports whose changes are all in the feed: their "q<seq>" fields go, in
- * one call of the script per node ("h"), that nobody waits for; then the
- * owners learn the outcomes.  Lost, the fields make a later report
- * publish the changes again.
- */
-
-static void
-ngx_tiktok_reports_store_unmark(ngx_tiktok_reports_store_t *store,
-    ngx_tiktok_reports_store_pub_t **pubs, ngx_uint_t n)
-{
-    u_char                          *p, *names;
-    size_t                          *argvlen;
-    ngx_uint_t                       i, j, k, m, fields, argc;
-    const char                     **argv;
-    ngx_tiktok_reports_node_t       *node;
-    ngx_tiktok_reports_store_pub_t  *pub;
-    ngx_tiktok_reports_store_cmd_t  *cmd;
-
-    for (i = 0; i < n; i++) {
-        pubs[i]->grouped = 0;
-    }
-
-    for (i = 0; i < n; i++) {
-        if (pubs[i] == NULL || pubs[i]->grouped) {
-            continue;
-        }
-
-        node = ngx_tiktok_reports_store_node(store,
-                         ngx_tiktok_reports_keyslot(pubs[i]->key.data,
-                                                    pubs[i]->key.len));
-        fields = 0;
-
-        for (j = i; j < n; j++) {
-            if (pubs[j] && !pubs[j]->grouped
-                && ngx_tiktok_reports_store_node(store,
-                         ngx_tiktok_reports_keyslot(pubs[j]->key.data,
-                                                    pubs[j]->key.len))
-                   == node)
-            {
-                pubs[j]->grouped = 1;
-                fields += pubs[j]->n;
-            }
-        }
-
-        argc = NGX_TIKTOK_REPORTS_HEAD_ARGS + 2 * fields;
-
-        argv = ngx_alloc(argc * (sizeof(char *) + sizeof(size_t))
-                         + fields * 2, ngx_cycle->log);
-
-        if (argv) {
-            argvlen = (size_t *) &argv[argc];
-            names = (u_char *) &argvlen[argc];
-
-            argv[0] = "EVALSHA";
-            argvlen[0] = 7;
-            argv[1] = (const char *) ngx_tiktok_reports_cluster_script_sha;
-            argvlen[1] = 40;
-            argv[2] = "1";
-            argvlen[2] = 1;
-            argv[3] = (const char *) pubs[i]->key.data;
-            argvlen[3] = pubs[i]->key.len;
-
-            for (k = 4; k < 8; k++) {
-                argv[k] = "";
-                argvlen[k] = 0;
-            }
-
-            argv[8] = "h";
-            argvlen[8] = 1;
-
-            k = NGX_TIKTOK_REPORTS_HEAD_ARGS;
-            p = names;
-
-            for (j = i; j < n; j++) {
-                pub = pubs[j];
-
-                if (pub == NULL || pub->grouped != 1) {
-                    continue;
-                }
-
-                for (m = 0; m < pub->n; m++) {
-                    argv[k] = (const char *) pub->key.data;
-                    argvlen[k++] = pub->key.len;
-                    p[0] = 'q';
-                    p[1] = (u_char) ('0' + pub->seq[m]);
-                    argv[k] = (const char *) p;
-                    argvlen[k++] = 2;
-                    p += 2;
-                }
-            }
-
-            cmd = ngx_tiktok_reports_store_alloc(store,
-                                    NGX_TIKTOK_REPORTS_CMD_PUBLISHED, argc,
-                                    argv, argvlen);
-            ngx_free(argv);
-
-            if (cmd) {
-                cmd->timeout = pubs[i]->timeout;
-                cmd->slot = ngx_tiktok_reports_keyslot(pubs[i]->key.data,
-                                                       pubs[i]->key.len);
-
-                if (ngx_tiktok_reports_store_send(cmd) != NGX_OK) {
-                    ngx_free(cmd);
-                }
-            }
-        }
-
-        for (j = i; j < n; j++) {
-            pub = pubs[j];
-
-            if (pub && pub->grouped == 1) {
-                pub->grouped = 2;
-                pub->done(pub->data, pub->index, pub->code, NULL);
-                ngx_free(pub);
-                pubs[j] = NULL;
-            }
-        }
-    }
 }
 
 
