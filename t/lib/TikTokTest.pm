@@ -576,22 +576,40 @@ my $JSON = JSON::PP->new->canonical;
 sub json_decode { JSON::PP->new->utf8->decode($_[0]) }
 sub json_encode { $JSON->encode($_[0]) }
 
-# Redis Cluster's slot of a key: CRC16 (XMODEM) of its hash tag (the part
-# between the first "{" and the next "}", when not empty), mod 16384
-sub keyslot {
-    my ($key) = @_;
-    if ($key =~ /^[^{]*\{([^}]+)\}/s) {
-        $key = $1;
+# Redis Cluster's slot of a key
+# CRC16-XMODEM (polynomial 0x1021, initial value 0), as Redis Cluster's
+# keyHashSlot uses, table-driven
+my @CRC16;
+for my $i (0 .. 255) {
+    my $crc = $i << 8;
+    for (1 .. 8) {
+        $crc = $crc & 0x8000 ? (($crc << 1) ^ 0x1021) : ($crc << 1);
+        $crc &= 0xffff;
     }
+    $CRC16[$i] = $crc;
+}
+
+sub crc16 {
+    my ($s) = @_;
     my $crc = 0;
-    for my $c (unpack 'C*', $key) {
-        $crc ^= $c << 8;
-        for (1 .. 8) {
-            $crc = $crc & 0x8000 ? (($crc << 1) ^ 0x1021) & 0xffff
-                                 : ($crc << 1) & 0xffff;
-        }
+    for my $b (unpack 'C*', $s) {
+        $crc = (($crc << 8) & 0xffff) ^ $CRC16[(($crc >> 8) ^ $b) & 0xff];
     }
-    return $crc & 16383;
+    return $crc;
+}
+
+# the slot of a key: with a hash tag (the first "{", then the first "}"
+# after it, with something between them) the tag alone is hashed; bytes,
+# not characters (a wide string is hashed as UTF-8)
+sub keyslot {
+    my $key = $_[-1];               # also as a method: $c->keyslot($key)
+    utf8::encode($key) if utf8::is_utf8($key);
+    my $s = index $key, '{';
+    if ($s >= 0) {
+        my $e = index $key, '}', $s + 1;
+        $key = substr($key, $s + 1, $e - $s - 1) if $e > $s + 1;
+    }
+    return crc16($key) % 16384;
 }
 
 # --- Infobip bodies ------------------------------------------------------

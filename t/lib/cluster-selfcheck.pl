@@ -55,7 +55,7 @@ my $seed = $m[0];
     }
     is(scalar @bad, 0, 'keyslot = CLUSTER KEYSLOT on ' . scalar(@keys) . ' keys')
         or diag(join "\n", @bad[0 .. ($#bad > 9 ? 9 : $#bad)]);
-    is(RedisCluster::crc16('123456789'), 0x31c3, 'CRC16-XMODEM check value');
+    is(TikTokTest::crc16('123456789'), 0x31c3, 'CRC16-XMODEM check value');
 }
 
 # --- routing ---------------------------------------------------------------------
