@@ -108,6 +108,13 @@ static ngx_conf_num_bounds_t  ngx_tiktok_reports_maxlen_bounds = {
     ngx_conf_check_num_bounds, 0, NGX_MAX_INT32_VALUE
 };
 
+/* how events are stored: fields of their own, or lines as 0.2 wrote them */
+static ngx_conf_enum_t  ngx_tiktok_reports_timeline_forms[] = {
+    { ngx_string("fields"), 0 },
+    { ngx_string("lines"), 1 },
+    { ngx_null_string, 0 }
+};
+
 static ngx_conf_num_bounds_t  ngx_tiktok_reports_partitions_bounds = {
     ngx_conf_check_num_bounds, 1, 1024
 };
@@ -252,6 +259,13 @@ static ngx_command_t  ngx_tiktok_reports_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_tiktok_reports_loc_conf_t, stream_partitions),
       &ngx_tiktok_reports_partitions_bounds },
+
+    { ngx_string("tiktok_reports_timeline"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_tiktok_reports_loc_conf_t, timeline),
+      &ngx_tiktok_reports_timeline_forms },
 
     { ngx_string("tiktok_reports_max_results"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -456,6 +470,7 @@ ngx_tiktok_reports_create_loc_conf(ngx_conf_t *cf)
     conf->keep_reports = NGX_CONF_UNSET;
     conf->stream_maxlen = NGX_CONF_UNSET;
     conf->stream_partitions = NGX_CONF_UNSET;
+    conf->timeline = NGX_CONF_UNSET_UINT;
     conf->redis_cluster = NGX_CONF_UNSET;
     conf->max_results = NGX_CONF_UNSET;
     conf->tolerance = NGX_CONF_UNSET;
@@ -509,6 +524,8 @@ ngx_tiktok_reports_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_sec_value(conf->ttl, prev->ttl, 30 * 86400);
     ngx_conf_merge_value(conf->keep_reports, prev->keep_reports, 0);
     ngx_conf_merge_value(conf->stream_maxlen, prev->stream_maxlen, 1000000);
+
+    ngx_conf_merge_uint_value(conf->timeline, prev->timeline, 0);
 
     /* on a cluster the feed spreads over the masters */
     ngx_conf_merge_value(conf->stream_partitions, prev->stream_partitions,
@@ -891,6 +908,8 @@ ngx_tiktok_reports_merge_transition(ngx_conf_t *cf,
     opts->maxlen.data = p;
     p = ngx_sprintf(p, "%i", conf->stream_maxlen);
     opts->maxlen.len = p - opts->maxlen.data;
+
+    opts->lines = conf->timeline;
 
     /* the feed's partitions: <prefix>events, or <prefix>events:{p} */
     opts->partitions = conf->stream_partitions;

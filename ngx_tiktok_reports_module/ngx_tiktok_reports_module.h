@@ -109,6 +109,7 @@ typedef struct {
     ngx_str_t                       maxlen;     /* "0": no change feed */
     ngx_uint_t                      partitions;
     ngx_str_t                      *feeds;      /* each partition's key */
+    ngx_uint_t                      lines;      /* events as timeline lines */
 } ngx_tiktok_reports_store_opts_t;
 
 
@@ -154,6 +155,7 @@ typedef struct {
     ngx_flag_t                      keep_reports;
     ngx_int_t                       stream_maxlen;
     ngx_int_t                       stream_partitions;
+    ngx_uint_t                      timeline;
     ngx_int_t                       max_results;
     time_t                          tolerance;
     ngx_uint_t                      log_level;  /* client-caused refusals */

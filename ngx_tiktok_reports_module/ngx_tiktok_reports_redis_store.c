@@ -29,13 +29,26 @@
  * carries the reports of one node, whose other keys it reaches undeclared
  * (the "allow-cross-slot-keys" flag of the cluster's copy of the script).
  * ARGV: 1 now (ms), 2 ttl (s, "0" never), 3 feed maxlen ("0" off), 4 the
- * database ("" for 0), 5 "c" when the feed is written after the call (a
- * cluster) or "", then fourteen per report: its message hash, kind ("d"
- * or "s"), status group, event identity (the start of its timeline line),
- * the rest of that line, messageId, callbackData, raw report (both ""
- * when absent), event time as sent (doneAt or seenAt), for deliveries
- * statusName, errorName, errorPermanent, doneAt in ms ("" when
- * unreadable; all four "" for seen), and its partition of the feed.
+ * database ("" for 0), 5 flags: "c" when the feed is written after the
+ * call (a cluster), "l" when events are lines of "timeline" as an older
+ * version writes them (tiktok_reports_timeline lines), then fifteen per
+ * report: its message hash, kind ("d"
+ * or "s"), status group, the event as a line of the older timeline form
+ * (its start: to find it in a hash an older version wrote), the event's
+ * field, messageId, callbackData, raw report (both "" when absent), event
+ * time as sent (doneAt or seenAt), for deliveries statusName, errorName,
+ * errorPermanent, doneAt in ms ("" when unreadable; all four "" for
+ * seen), its partition of the feed, and the event's value but for its
+ * number (with "l": the rest of its line).
+ *
+ * Each event is a field of its own, named by what identifies it ("@d5
+ * 2023-09-26T10:52:15.799+0000", "@s <seenAt>"), valued "<n>|<status
+ * group's letter>|<receivedAt>[|<statusName>]", n counting the message's
+ * events ("te" holds the last): a duplicate is one field read, and short
+ * values keep the hash in Redis's compact encoding (listpack), about half
+ * the memory of one long timeline value.  A hash an older version wrote
+ * keeps its "timeline" lines; new events go to fields beside them, and
+ * both are searched for a duplicate.
  * Returns one code per report: 0 duplicate, 1 stored, 2 stored and status
  * changed, -1 not stored: the key holds another type than a hash.  That
  * one report is refused instead of failing the call, or its body would be
@@ -80,20 +93,22 @@ static char ngx_tiktok_reports_script[] =
 "  if s == 'PENDING' then return 1 end\n"
 "  return 0\n"
 "end\n"
-"local now, ttl, maxlen, later = ARGV[1], ARGV[2], ARGV[3], ARGV[5] == 'c'\n"
+"local now, ttl, maxlen = ARGV[1], ARGV[2], ARGV[3]\n"
+"local later = string.find(ARGV[5], 'c', 1, true)\n"
+"local lines = string.find(ARGV[5], 'l', 1, true)\n"
 "if ARGV[4] ~= '' then redis.call('SELECT', ARGV[4]) end\n"
 "if ttl ~= '0' and (#ttl > 16 or #ttl == 16 and ttl > '9000000000000000')\n"
 "then\n"
 "  return redis.error_reply('ERR tiktok_reports_ttl is too large for EXPIRE')\n"
 "end\n"
-"local R = 14\n"
+"local R = 15\n"
 "local acl = redis.acl_check_cmd\n"
 "if acl and ttl ~= '0' and not acl('EXPIRE', KEYS[1]) then\n"
 "  return redis.error_reply('NOPERM the user may not EXPIRE message keys')\n"
 "end\n"
 "if maxlen ~= '0' and not later then\n"
 "  local seen = {}\n"
-"  for a = 6 + R - 1, #ARGV, R do\n"
+"  for a = 6 + 13, #ARGV, R do\n"
 "    local fk = ARGV[a]\n"
 "    if not seen[fk] then\n"
 "      seen[fk] = true\n"
@@ -108,31 +123,50 @@ static char ngx_tiktok_reports_script[] =
 "    end\n"
 "  end\n"
 "end\n"
-"local function changes(tl)\n"
+"local SEQ = {'1', '2', '3', '4'}\n"
+"local G = {P = 'PENDING', U = 'UNDELIVERABLE', D = 'DELIVERED',\n"
+"           E = 'EXPIRED', R = 'REJECTED', S = 'SEEN'}\n"
+"local function changes(k, tl)\n"
+"  local ev = {}\n"
+"  if tl then\n"
+"    for s, t in string.gmatch(tl, '\"status\":\"(%u+)\"[^\\n]-\"receivedAt\":(%d+)')\n"
+"    do\n"
+"      ev[#ev + 1] = {tonumber(t), 0, rank(s)}\n"
+"    end\n"
+"  end\n"
+"  local h = redis.call('HGETALL', k)\n"
+"  for i = 1, #h, 2 do\n"
+"    if string.byte(h[i]) == 64 then\n"
+"      local n, c, t = string.match(h[i + 1], '^(%d+)|(%u)|(%d+)')\n"
+"      if n then ev[#ev + 1] = {tonumber(t), tonumber(n), rank(G[c])} end\n"
+"    end\n"
+"  end\n"
+"  table.sort(ev, function(x, y)\n"
+"    return x[1] < y[1] or x[1] == y[1] and x[2] < y[2]\n"
+"  end)\n"
 "  local n, best = 0, 0\n"
-"  for s in string.gmatch(tl, '\"status\":\"(%u+)\"') do\n"
-"    local r = rank(s)\n"
-"    if r > best then best = r; n = n + 1 end\n"
+"  for i = 1, #ev do\n"
+"    if ev[i][3] > best then best = ev[i][3]; n = n + 1 end\n"
 "  end\n"
 "  return n\n"
 "end\n"
 "local function queued(cur, code)\n"
 "  local q = {code}\n"
 "  for s = 1, 4 do\n"
-"    if cur[6 + s] then q[#q + 1] = s; q[#q + 1] = cur[6 + s] end\n"
+"    if cur[8 + s] then q[#q + 1] = s; q[#q + 1] = cur[8 + s] end\n"
 "  end\n"
 "  if #q == 1 then return code end\n"
 "  return q\n"
 "end\n"
 "local function transition(a)\n"
-"  local k, g, raw = ARGV[a], ARGV[a + 2], ARGV[a + 7]\n"
+"  local k, g, raw, ev = ARGV[a], ARGV[a + 2], ARGV[a + 7], ARGV[a + 4]\n"
 "  local ok, cur\n"
 "  if later then\n"
-"    ok, cur = pcall(redis.call, 'HMGET', k, 'status', 'timeline', 'dg',\n"
-"                    'seenAt', 'seq', 'sqs', 'q1', 'q2', 'q3', 'q4')\n"
+"    ok, cur = pcall(redis.call, 'HMGET', k, 'status', ev, 'dg', 'seenAt',\n"
+"                    'seq', 'sqs', 'te', 'timeline', 'q1', 'q2', 'q3', 'q4')\n"
 "  else\n"
-"    ok, cur = pcall(redis.call, 'HMGET', k, 'status', 'timeline', 'dg',\n"
-"                    'seenAt', 'seq', 'sqs')\n"
+"    ok, cur = pcall(redis.call, 'HMGET', k, 'status', ev, 'dg', 'seenAt',\n"
+"                    'seq', 'sqs', 'te', 'timeline')\n"
 "  end\n"
 "  if not ok then\n"
 "    local e = type(cur) == 'table' and cur.err or tostring(cur)\n"
@@ -140,26 +174,34 @@ static char ngx_tiktok_reports_script[] =
 "    if later then return -2 end\n"
 "    error(cur)\n"
 "  end\n"
-"  local old, tl = cur[1], cur[2]\n"
-"  if tl and string.find(tl, ARGV[a + 3], 1, true) then\n"
+"  local old, tl = cur[1], cur[8]\n"
+"  if cur[2] or tl and string.find(tl, ARGV[a + 3], 1, true) then\n"
 "    if later then return queued(cur, 0) end\n"
 "    return 0\n"
 "  end\n"
 "  local r = rank(g)\n"
-"  local line = ARGV[a + 3] .. ARGV[a + 4]\n"
-"  if tl then line = tl .. '\\n' .. line end\n"
-"  local f = {'timeline', line, 'updatedAt', now}\n"
-"  local n = 4\n"
+"  local f, n\n"
+"  if lines then\n"
+"    local line = ARGV[a + 3] .. ARGV[a + 14]\n"
+"    if tl then line = tl .. '\\n' .. line end\n"
+"    f = {'timeline', line, 'updatedAt', now}\n"
+"    n = 4\n"
+"  else\n"
+"    local te = cur[7] and tostring(tonumber(cur[7]) + 1) or '1'\n"
+"    f = {ev, te .. '|' .. ARGV[a + 14], 'te', te, 'updatedAt', now}\n"
+"    n = 6\n"
+"  end\n"
 "  local seq\n"
 "  if r > rank(old) then\n"
 "    seq = cur[6] == old and tonumber(cur[5])\n"
-"    seq = (seq or (tl and changes(tl) or 0)) + 1\n"
-"    f[5] = 'status'; f[6] = g; f[7] = 'seq'; f[8] = seq\n"
-"    f[9] = 'sqs'; f[10] = g; n = 10\n"
+"    if not seq then seq = old and changes(k, tl) or 0 end\n"
+"    seq = SEQ[seq + 1] or tostring(seq + 1)\n"
+"    f[n + 1] = 'status'; f[n + 2] = g; f[n + 3] = 'seq'; f[n + 4] = seq\n"
+"    f[n + 5] = 'sqs'; f[n + 6] = g; n = n + 6\n"
 "    if later and maxlen ~= '0' then\n"
 "      local e = g .. ' ' .. (old or '') .. ' ' .. ARGV[a + 8]\n"
-"      f[11] = 'q' .. seq; f[12] = e; n = 12\n"
-"      cur[6 + seq] = e\n"
+"      f[n + 1] = 'q' .. seq; f[n + 2] = e; n = n + 2\n"
+"      cur[8 + tonumber(seq)] = e\n"
 "    end\n"
 "  end\n"
 "  if ARGV[a + 1] == 'd' then\n"
@@ -221,7 +263,7 @@ static char ngx_tiktok_reports_script[] =
 #define NGX_TIKTOK_REPORTS_BATCH  100
 
 /* a report's arguments in a call, and the fixed ones before them */
-#define NGX_TIKTOK_REPORTS_REPORT_ARGS  14
+#define NGX_TIKTOK_REPORTS_REPORT_ARGS  15
 #define NGX_TIKTOK_REPORTS_HEAD_ARGS    9
 
 /* redirects and retries of one cluster command, and their backoff */
@@ -325,6 +367,9 @@ static u_char     ngx_tiktok_reports_cluster_script[
                       + sizeof(ngx_tiktok_reports_script)];
 static ngx_str_t  ngx_tiktok_reports_cluster_script_str;
 static u_char     ngx_tiktok_reports_cluster_script_sha[41];
+
+/* a status group in an event's value: the first letter of its name */
+static u_char  ngx_tiktok_reports_group_codes[] = "?PUDER";
 
 static ngx_str_t  ngx_tiktok_reports_group_names[] = {
     ngx_null_string,
@@ -785,11 +830,11 @@ ngx_tiktok_reports_store_report_size(ngx_tiktok_reports_store_opts_t *opts,
 
     /* the fixed parts (names, numbers, punctuation) fit in 256 bytes */
 
-    return 256 + opts->prefix.len + res->message_id.len + res->status_id.len
+    return 256 + opts->prefix.len + res->message_id.len
+           + 2 * res->status_id.len
            + ngx_tiktok_reports_store_json_len(at)
-           + ngx_tiktok_reports_store_json_len(&res->status_name)
-           + at->len + res->callback_data.len + res->raw.len
-           + res->status_name.len + res->error_name.len;
+           + 2 * at->len + res->callback_data.len + res->raw.len
+           + 2 * res->status_name.len + res->error_name.len;
 }
 
 
@@ -842,14 +887,15 @@ ngx_tiktok_reports_store_slot(ngx_tiktok_reports_store_opts_t *opts,
 }
 
 
-/* report j of the call: its fourteen arguments at cmd->argc */
+/* report j of the call: its fifteen arguments at cmd->argc */
 
 static u_char *
 ngx_tiktok_reports_store_report(ngx_tiktok_reports_store_cmd_t *cmd,
     u_char *p, ngx_tiktok_reports_store_opts_t *opts, int64_t now,
     ngx_tiktok_reports_result_t *res)
 {
-    u_char                    *key, *start;
+    u_char                    *key, *start, *rest;
+    size_t                     rest_len;
     ngx_str_t                 *group, *feed;
     ngx_uint_t                 delivery, slot;
     ngx_tiktok_reports_str_t  *at;
@@ -901,17 +947,60 @@ ngx_tiktok_reports_store_report(ngx_tiktok_reports_store_cmd_t *cmd,
     *p++ = ',';
     ngx_tiktok_reports_store_ref(cmd, start, p - start);
 
-    /* the rest of the line */
+    /*
+     * The event's own field: "@d<status id> <doneAt>" or "@s <seenAt>",
+     * as sent ("-" for no id, nothing after it for no time); its value
+     * (after the event's number, which the script puts first) is the
+     * status group's letter, receivedAt, and for a delivery statusName.
+     */
     start = p;
-    p = ngx_sprintf(p, "\"status\":\"%V\"", group);
+    *p++ = '@';
 
     if (delivery) {
-        p = ngx_cpymem(p, ",\"statusName\":", 14);
-        p = ngx_tiktok_reports_store_json(p, &res->status_name);
+        *p++ = 'd';
+
+        if (res->status_id.data) {
+            p = ngx_cpymem(p, res->status_id.data, res->status_id.len);
+
+        } else {
+            *p++ = '-';
+        }
+
+    } else {
+        *p++ = 's';
     }
 
-    p = ngx_sprintf(p, ",\"receivedAt\":%L}", now);
+    if (at->data) {
+        *p++ = ' ';
+        p = ngx_cpymem(p, at->data, at->len);
+    }
+
     ngx_tiktok_reports_store_ref(cmd, start, p - start);
+
+    rest = p;
+
+    if (opts->lines) {
+        /* the rest of the event's line, in the older form */
+        p = ngx_sprintf(p, "\"status\":\"%V\"", group);
+
+        if (delivery) {
+            p = ngx_cpymem(p, ",\"statusName\":", 14);
+            p = ngx_tiktok_reports_store_json(p, &res->status_name);
+        }
+
+        p = ngx_sprintf(p, ",\"receivedAt\":%L}", now);
+
+    } else {
+        *p++ = delivery ? ngx_tiktok_reports_group_codes[res->group] : 'S';
+        p = ngx_sprintf(p, "|%L", now);
+
+        if (delivery && res->status_name.data) {
+            *p++ = '|';
+            p = ngx_cpymem(p, res->status_name.data, res->status_name.len);
+        }
+    }
+
+    rest_len = p - rest;
 
     /* messageId (inside the key), callbackData, raw report, event time */
     ngx_tiktok_reports_store_ref(cmd, key + opts->prefix.len + 5,
@@ -959,6 +1048,9 @@ ngx_tiktok_reports_store_report(ngx_tiktok_reports_store_cmd_t *cmd,
     /* the partition of the feed: the key's slot decides, on any Redis */
     feed = &opts->feeds[slot % opts->partitions];
     ngx_tiktok_reports_store_ref(cmd, feed->data, feed->len);
+
+    /* the event's value, but for its number */
+    ngx_tiktok_reports_store_ref(cmd, rest, rest_len);
 
     return p;
 }
@@ -1061,8 +1153,21 @@ ngx_tiktok_reports_store_call(ngx_tiktok_reports_store_t *store,
 
     ngx_tiktok_reports_store_ref(cmd, start, p - start);
 
-    /* ARGV[5]: on a cluster the feed is written after the call */
-    ngx_tiktok_reports_store_ref(cmd, (u_char *) "c", store->cluster ? 1 : 0);
+    /*
+     * ARGV[5]: "c" on a cluster (the feed is written after the call), "l"
+     * when events are timeline lines as an older version writes them
+     */
+    start = p;
+
+    if (store->cluster) {
+        *p++ = 'c';
+    }
+
+    if (opts->lines) {
+        *p++ = 'l';
+    }
+
+    ngx_tiktok_reports_store_ref(cmd, start, p - start);
 
     for (i = first, j = 0; i < last; i++) {
         if (res[i].error || (nodes && nodes[i] != node)) {

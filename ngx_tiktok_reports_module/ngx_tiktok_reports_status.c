@@ -664,6 +664,319 @@ static ngx_str_t  ngx_tiktok_reports_fields[] = {
 };
 
 
+/*
+ * An event stored as a field of its own: "@d<id>[ <doneAt>]" or
+ * "@s[ <seenAt>]", valued "<n>|<group letter>|<receivedAt>[|<statusName>]"
+ * (ngx_tiktok_reports_redis_store.c); its parts, or NGX_DECLINED when the
+ * field is not one.
+ */
+
+typedef struct {
+    ngx_uint_t    n;
+    ngx_uint_t    delivery;
+    ngx_str_t     id;           /* data NULL: null */
+    ngx_str_t     at;           /* data NULL: null */
+    ngx_str_t     status;
+    ngx_str_t     received;
+    ngx_str_t     status_name;  /* data NULL: null */
+} ngx_tiktok_reports_event_t;
+
+
+static ngx_str_t  ngx_tiktok_reports_event_groups[] = {
+    ngx_string("PENDING"),
+    ngx_string("UNDELIVERABLE"),
+    ngx_string("DELIVERED"),
+    ngx_string("EXPIRED"),
+    ngx_string("REJECTED"),
+    ngx_string("SEEN")
+};
+
+
+static ngx_int_t
+ngx_tiktok_reports_status_event(redisReply *k, redisReply *v,
+    ngx_tiktok_reports_event_t *e)
+{
+    u_char  *p, *last, *bar, *letter;
+    size_t   i;
+
+    p = (u_char *) k->str;
+    last = p + k->len;
+
+    if (k->len < 2 || p[0] != '@' || (p[1] != 'd' && p[1] != 's')) {
+        return NGX_DECLINED;
+    }
+
+    e->delivery = (p[1] == 'd');
+    p += 2;
+
+    ngx_str_null(&e->id);
+
+    if (e->delivery) {
+        e->id.data = p;
+
+        while (p < last && *p != ' ') {
+            if (ngx_strchr("-+.eE0123456789", *p) == NULL) {
+                return NGX_DECLINED;
+            }
+
+            p++;
+        }
+
+        e->id.len = p - e->id.data;
+
+        if (e->id.len == 0) {
+            return NGX_DECLINED;
+        }
+
+        if (e->id.len == 1 && e->id.data[0] == '-') {
+            ngx_str_null(&e->id);
+        }
+    }
+
+    ngx_str_null(&e->at);
+
+    if (p < last) {
+        if (*p != ' ') {
+            return NGX_DECLINED;
+        }
+
+        e->at.data = p + 1;
+        e->at.len = last - p - 1;
+    }
+
+    /* the value: n|G|receivedAt[|statusName] */
+
+    p = (u_char *) v->str;
+    last = p + v->len;
+
+    bar = ngx_strlchr(p, last, '|');
+    if (bar == NULL || bar == p || bar + 2 >= last || bar[2] != '|') {
+        return NGX_DECLINED;
+    }
+
+    e->n = 0;
+
+    for ( /* void */ ; p < bar; p++) {
+        if (*p < '0' || *p > '9' || e->n > 100000000) {
+            return NGX_DECLINED;
+        }
+
+        e->n = e->n * 10 + (*p - '0');
+    }
+
+    letter = (u_char *) ngx_strchr("PUDERS", bar[1]);
+    if (letter == NULL || bar[1] == '\0') {
+        return NGX_DECLINED;
+    }
+
+    e->status = ngx_tiktok_reports_event_groups[letter - (u_char *) "PUDERS"];
+
+    p = bar + 3;
+    e->received.data = p;
+
+    while (p < last && *p != '|') {
+        if (*p < '0' || *p > '9') {
+            return NGX_DECLINED;
+        }
+
+        p++;
+    }
+
+    e->received.len = p - e->received.data;
+
+    if (e->received.len == 0 || e->received.len > 19) {
+        return NGX_DECLINED;
+    }
+
+    ngx_str_null(&e->status_name);
+
+    if (p < last) {
+        e->status_name.data = p + 1;
+        e->status_name.len = last - p - 1;
+    }
+
+    for (i = 0; i < e->id.len; i++) {
+        /* a number token: at least one digit */
+        if (e->id.data[i] >= '0' && e->id.data[i] <= '9') {
+            return NGX_OK;
+        }
+    }
+
+    return e->id.data ? NGX_DECLINED : NGX_OK;
+}
+
+
+/* whether a value holds these bytes */
+
+static ngx_uint_t
+ngx_tiktok_reports_status_has(redisReply *v, u_char *s, size_t len)
+{
+    u_char  *p, *last;
+
+    p = (u_char *) v->str;
+    last = p + v->len;
+
+    while ((size_t) (last - p) >= len) {
+        p = ngx_strlchr(p, last - len + 1, s[0]);
+
+        if (p == NULL) {
+            return 0;
+        }
+
+        if (ngx_memcmp(p, s, len) == 0) {
+            return 1;
+        }
+
+        p++;
+    }
+
+    return 0;
+}
+
+
+/* an upper bound of an event's JSON object */
+
+static size_t
+ngx_tiktok_reports_status_event_len(ngx_tiktok_reports_event_t *e)
+{
+    return sizeof("{\"kind\":\"delivery\",\"id\":,\"at\":,\"status\":\"\","
+                  "\"statusName\":,\"receivedAt\":},") + 16
+           + e->id.len + e->status.len + e->received.len
+           + ngx_tiktok_reports_json_string_len(e->at.data, e->at.len)
+           + ngx_tiktok_reports_json_string_len(e->status_name.data,
+                                                e->status_name.len);
+}
+
+
+/* as the older timeline form wrote the event: its start, then the rest */
+
+static u_char *
+ngx_tiktok_reports_status_event_start(u_char *p, ngx_tiktok_reports_event_t *e)
+{
+    if (e->delivery) {
+        p = ngx_cpymem(p, "{\"kind\":\"delivery\",\"id\":",
+                       sizeof("{\"kind\":\"delivery\",\"id\":") - 1);
+
+        if (e->id.data) {
+            p = ngx_cpymem(p, e->id.data, e->id.len);
+
+        } else {
+            p = ngx_cpymem(p, "null", 4);
+        }
+
+        p = ngx_cpymem(p, ",\"at\":", 6);
+
+    } else {
+        p = ngx_cpymem(p, "{\"kind\":\"seen\",\"at\":",
+                       sizeof("{\"kind\":\"seen\",\"at\":") - 1);
+    }
+
+    if (e->at.data) {
+        p = ngx_tiktok_reports_json_string(p, e->at.data, e->at.len);
+
+    } else {
+        p = ngx_cpymem(p, "null", 4);
+    }
+
+    *p++ = ',';
+
+    return p;
+}
+
+
+static u_char *
+ngx_tiktok_reports_status_event_json(u_char *p, ngx_tiktok_reports_event_t *e)
+{
+    p = ngx_tiktok_reports_status_event_start(p, e);
+    p = ngx_sprintf(p, "\"status\":\"%V\"", &e->status);
+
+    if (e->delivery) {
+        p = ngx_cpymem(p, ",\"statusName\":", 14);
+
+        if (e->status_name.data) {
+            p = ngx_tiktok_reports_json_string(p, e->status_name.data,
+                                               e->status_name.len);
+
+        } else {
+            p = ngx_cpymem(p, "null", 4);
+        }
+    }
+
+    return ngx_sprintf(p, ",\"receivedAt\":%V}", &e->received);
+}
+
+
+/*
+ * An event of a field of its own, after a comma unless first; one that an
+ * older version wrote again as a line of "timeline" (during a rolling
+ * upgrade) is shown once, as that line.
+ */
+
+static u_char *
+ngx_tiktok_reports_status_event_out(u_char *p, ngx_tiktok_reports_event_t *e,
+    redisReply *timeline)
+{
+    u_char  *start, *s;
+
+    start = p;
+
+    if (p[-1] != '[') {
+        *p++ = ',';
+    }
+
+    s = p;
+    p = ngx_tiktok_reports_status_event_start(p, e);
+
+    if (timeline && ngx_tiktok_reports_status_has(timeline, s, p - s)) {
+        return start;
+    }
+
+    return ngx_tiktok_reports_status_event_json(s, e);
+}
+
+
+/* whether the event came before the timeline line [s, last) */
+
+static ngx_uint_t
+ngx_tiktok_reports_status_sooner(ngx_tiktok_reports_event_t *e, u_char *s,
+    u_char *last)
+{
+    u_char  *p, *d;
+
+    static u_char  name[] = "\"receivedAt\":";
+
+    p = s;
+
+    for ( ;; ) {
+        p = ngx_strlchr(p, last, '"');
+
+        if (p == NULL || (size_t) (last - p) < sizeof(name) - 1) {
+            /* a line without one: the events wait for the end */
+            return 0;
+        }
+
+        if (ngx_strncmp(p, name, sizeof(name) - 1) == 0) {
+            break;
+        }
+
+        p++;
+    }
+
+    p += sizeof(name) - 1;
+
+    for (d = p; d < last && *d >= '0' && *d <= '9'; d++) {
+        /* void */
+    }
+
+    /* digits: the shorter number is the smaller */
+    if (e->received.len != (size_t) (d - p)) {
+        return e->received.len < (size_t) (d - p);
+    }
+
+    return ngx_memcmp(e->received.data, p, d - p) < 0;
+}
+
+
 /* our own JSON objects are passed through; anything else becomes a string */
 
 static ngx_uint_t
@@ -677,9 +990,10 @@ static ngx_int_t
 ngx_tiktok_reports_status_render(ngx_pool_t *pool, ngx_str_t *id,
     redisReply *reply, ngx_str_t *out)
 {
-    size_t        len, i, f;
-    u_char       *p, *s, *last, *nl;
-    redisReply   *k, *v, *fields[ngx_tr_nfields];
+    size_t                       len, i, j, f, nev;
+    u_char                      *p, *s, *last, *nl;
+    redisReply                  *k, *v, *fields[ngx_tr_nfields];
+    ngx_tiktok_reports_event_t  *ev, e;
 
     if (reply->elements == 0) {
         out->data = NULL;
@@ -688,11 +1002,37 @@ ngx_tiktok_reports_status_render(ngx_pool_t *pool, ngx_str_t *id,
 
     ngx_memzero(fields, sizeof(fields));
 
+    ev = ngx_palloc(pool, (reply->elements / 2 + 1)
+                          * sizeof(ngx_tiktok_reports_event_t));
+    if (ev == NULL) {
+        return NGX_ERROR;
+    }
+
+    nev = 0;
+    len = 0;
+
     for (i = 0; i + 1 < reply->elements; i += 2) {
         k = reply->element[i];
         v = reply->element[i + 1];
 
         if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        if (k->len && k->str[0] == '@') {
+            /* an event: in order of their numbers, oldest first */
+            if (ngx_tiktok_reports_status_event(k, v, &e) != NGX_OK) {
+                continue;
+            }
+
+            len += ngx_tiktok_reports_status_event_len(&e);
+
+            for (j = nev; j > 0 && ev[j - 1].n > e.n; j--) {
+                ev[j] = ev[j - 1];
+            }
+
+            ev[j] = e;
+            nev++;
             continue;
         }
 
@@ -709,8 +1049,8 @@ ngx_tiktok_reports_status_render(ngx_pool_t *pool, ngx_str_t *id,
 
     /* an upper bound: every value escaped, plus names and punctuation */
 
-    len = sizeof("{\"messageId\":,\"found\":true}")
-          + ngx_tiktok_reports_json_string_len(id->data, id->len);
+    len += sizeof("{\"messageId\":,\"found\":true,\"timeline\":[]}")
+           + ngx_tiktok_reports_json_string_len(id->data, id->len);
 
     for (f = 0; f < ngx_tr_nfields; f++) {
         if (fields[f]) {
@@ -737,6 +1077,12 @@ ngx_tiktok_reports_status_render(ngx_pool_t *pool, ngx_str_t *id,
 
     for (f = 0; f < ngx_tr_nfields; f++) {
         v = fields[f];
+
+        if (f == ngx_tr_timeline && v == NULL && nev) {
+            p = ngx_cpymem(p, ",\"timeline\":[", 13);
+            j = 0;
+            goto events;
+        }
 
         if (v == NULL) {
             continue;
@@ -784,8 +1130,12 @@ ngx_tiktok_reports_status_render(ngx_pool_t *pool, ngx_str_t *id,
             break;
 
         case ngx_tr_timeline:
-            /* one JSON object per line, oldest first */
+            /*
+             * one JSON object per line, oldest first; the events stored
+             * each in a field go among them by receivedAt
+             */
             *p++ = '[';
+            j = 0;
 
             while (s < last) {
                 nl = ngx_strlchr(s, last, '\n');
@@ -794,6 +1144,13 @@ ngx_tiktok_reports_status_render(ngx_pool_t *pool, ngx_str_t *id,
                 }
 
                 if (nl > s) {
+                    while (j < nev
+                           && ngx_tiktok_reports_status_sooner(&ev[j], s, nl))
+                    {
+                        p = ngx_tiktok_reports_status_event_out(p, &ev[j++],
+                                                                v);
+                    }
+
                     if (p[-1] != '[') {
                         *p++ = ',';
                     }
@@ -807,6 +1164,12 @@ ngx_tiktok_reports_status_render(ngx_pool_t *pool, ngx_str_t *id,
                 }
 
                 s = nl + 1;
+            }
+
+        events:
+
+            while (j < nev) {
+                p = ngx_tiktok_reports_status_event_out(p, &ev[j++], v);
             }
 
             *p++ = ']';

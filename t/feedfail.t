@@ -106,7 +106,7 @@ my $two = '{"accepted":2,"duplicates":0,"rejected":[]}';
              tiktok_dlr(id => 'new-1'));
     $res = post('/later', @r);
     is($res->{status}, 503, 'later report fails: 503');
-    my @tl = split /\n/, $t->redis('HGET', 'later:msg:{old-1}', 'timeline');
+    my @tl = events_of($t->hgetall('later:msg:{old-1}'));
     is(scalar @tl, 1, 'later report fails: the earlier report not written');
     is(exists_n('later:', 'new-1'), 0,
        'later report fails: the later report not written');
@@ -115,7 +115,7 @@ my $two = '{"accepted":2,"duplicates":0,"rejected":[]}';
     $t->redis('RENAME', 'later:saved', 'later:events');
     $res = post('/later', @r);
     is($res->{body}, $two, 'later: the retry stores both');
-    @tl = split /\n/, $t->redis('HGET', 'later:msg:{old-1}', 'timeline');
+    @tl = events_of($t->hgetall('later:msg:{old-1}'));
     is(scalar @tl, 2, 'later: the late PENDING in the timeline');
     is_deeply(feed('later:events'), [ 'old-1 >DELIVERED', 'new-1 >DELIVERED' ],
               'later: the feed has each change once');

@@ -110,9 +110,10 @@ for my $c (@cases) {
     }
     my $h = $t->hgetall("tiktok:msg:{$id}");
     is($h->{$_}, $want->{$_}, "$name: $_") for sort keys %$want;
-    my @tl = split /\n/, $h->{timeline};
-    is(scalar @tl, $lines, "$name: timeline lines");
-    ok(!grep({ !eval { json_decode($_) } } @tl), "$name: timeline is JSON");
+    my @tl = events_of($h);
+    is(scalar @tl, $lines, "$name: timeline events");
+    ok(!grep({ !/^\@[ds]\S* [^=]+=\d+\|[PUDERS]\|\d{13}(\|.*)?$/ } @tl),
+       "$name: each event a field of its own");
     is($t->redis('XLEN', 'tiktok:events') - $before, $feed,
        "$name: feed entries");
 }

@@ -43,7 +43,7 @@ my $fake = FakeRedis->new(dir => $dir, reply => sub {
     }
     if ($name eq 'EVALSHA' || $name eq 'EVAL') {
         my ($what) = $cmd->[3] =~ /\{fake-(\w+)/ or return undef;
-        my $n = (@$cmd - 9) / 14;   # 9 fixed arguments, 14 per report
+        my $n = (@$cmd - 9) / 15;   # 9 fixed arguments, 15 per report
         return FakeRedis::array(map { FakeRedis::integer(1) } 1 .. $n + 1)
             if $what eq 'long';
         return FakeRedis::array(map { FakeRedis::bulk('1') } 1 .. $n)

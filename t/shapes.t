@@ -137,9 +137,10 @@ run_cases($t,
 # --- status id and name, the error object ---------------------------------
 
 {
+    # the event's field: "@d<status.id> <doneAt>", "-" for no usable id
     my $tl = sub {
         my ($want) = @_;
-        return sub { defined $_[0] && index($_[0], $want) == 0 };
+        return sub { ref $_[0] && grep { index($_, $want) == 0 } @{ $_[0] } };
     };
     my $n = 0;
     run_cases($t,
@@ -150,8 +151,8 @@ run_cases($t,
                 name => "status.id $name", path => '/open',
                 results => [ dlr($mid, groupName => 'DELIVERED', id => $id) ],
                 expect => { status => 200, json => { accepted => 1 } },
-                redis => [ hget($mid, 'timeline')
-                           => $tl->("{\"kind\":\"delivery\",\"id\":$want,") ],
+                redis => [ [ 'HKEYS', "tiktok:msg:{$mid}" ]
+                           => $tl->($want eq 'null' ? '@d- ' : "\@d$want ") ],
             }
         } ([ 'a number', 7, 7 ], [ 'zero', 0, 0 ], [ 'a string', '5', 'null' ],
            [ 'a fraction', 5.5, 'null' ], [ 'negative', -1, 'null' ],

@@ -129,14 +129,13 @@ run_cases($t,
             [ 'HGET', $dlr_key, 'doneAt' ] => '2023-09-26T10:52:15.799+0000',
             [ 'HGET', $dlr_key, 'updatedAt' ] => qr/^\d{13}$/,
             [ 'HEXISTS', $dlr_key, 'delivery' ] => 0,
-            [ 'HGET', $dlr_key, 'timeline' ] => sub {
+            # the event, a field of its own: what identifies it, its value
+            [ 'HGET', $dlr_key, '@d5 2023-09-26T10:52:15.799+0000' ] => sub {
                 $dlr_timeline = $_[0];
-                my $e = json_decode($_[0]);
-                $e->{kind} eq 'delivery' && $e->{status} eq 'DELIVERED'
-                && $e->{statusName} eq 'DELIVERED_TO_HANDSET'
-                && $e->{at} eq '2023-09-26T10:52:15.799+0000'
-                && $e->{receivedAt} =~ /^\d{13}$/ && $e->{id} == 5;
+                defined $_[0] && $_[0] =~ /^1\|D\|\d{13}\|DELIVERED_TO_HANDSET$/;
             },
+            [ 'HEXISTS', $dlr_key, 'timeline' ] => 0,
+            [ 'HGET', $dlr_key, 'te' ] => 1,
             [ 'TTL', $dlr_key ] => sub { $_[0] > 30 * 86400 - 60 },
         ],
     },
@@ -146,11 +145,11 @@ run_cases($t,
         expect => { status => 200,
                     body => '{"accepted":0,"duplicates":1,"rejected":[]}' },
         redis => [
-            # the timeline is there, and the same single line as before
-            [ 'HGET', $dlr_key, 'timeline' ] => sub {
-                defined $_[0] && defined $dlr_timeline && $_[0] eq $dlr_timeline
-                && $_[0] !~ /\n/;
+            # the event is there as before, and still the only one
+            [ 'HGET', $dlr_key, '@d5 2023-09-26T10:52:15.799+0000' ] => sub {
+                defined $_[0] && defined $dlr_timeline && $_[0] eq $dlr_timeline;
             },
+            [ 'HGET', $dlr_key, 'te' ] => 1,
             [ 'XLEN', 'tiktok:events' ] => 1,
         ],
     },
@@ -163,11 +162,8 @@ run_cases($t,
             [ 'HGET', $seen_key, 'status' ] => 'SEEN',
             [ 'HGET', $seen_key, 'seenAt' ] => '2019-11-09T16:00:05.000+0000',
             [ 'HEXISTS', $seen_key, 'statusName' ] => 0,
-            [ 'HGET', $seen_key, 'timeline' ] => sub {
-                my $e = json_decode($_[0]);
-                $e->{kind} eq 'seen' && $e->{status} eq 'SEEN'
-                && $e->{at} eq '2019-11-09T16:00:05.000+0000';
-            },
+            [ 'HGET', $seen_key, '@s 2019-11-09T16:00:05.000+0000' ]
+                => qr/^1\|S\|\d{13}$/,
         ],
     },
     {

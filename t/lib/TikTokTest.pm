@@ -23,7 +23,7 @@ use JSON::PP ();
 use Test::More;
 
 our @EXPORT = qw(hmac_hex hmac_b64 json_decode json_encode run_cases
-                 tiktok_dlr tiktok_seen keyslot);
+                 tiktok_dlr tiktok_seen keyslot events_of);
 
 use Cwd ();
 use File::Basename ();
@@ -575,6 +575,17 @@ sub hmac_b64 { MIME::Base64::encode_base64(hmac_raw(@_), '') }
 my $JSON = JSON::PP->new->canonical;
 sub json_decode { JSON::PP->new->utf8->decode($_[0]) }
 sub json_encode { $JSON->encode($_[0]) }
+
+# the events a message's hash holds (HGETALL as a hash): the lines of the
+# older "timeline" field, then each "@..." field as "field=value" in the
+# order of its number
+sub events_of {
+    my ($h) = @_;
+    my @lines = grep { length } split /\n/, $h->{timeline} // '';
+    my @fields = sort { ($h->{$a} =~ /^(\d+)/)[0] <=> ($h->{$b} =~ /^(\d+)/)[0] }
+                 grep { /^@/ } keys %$h;
+    return (@lines, map { "$_=$h->{$_}" } @fields);
+}
 
 # Redis Cluster's slot of a key
 # CRC16-XMODEM (polynomial 0x1021, initial value 0), as Redis Cluster's
