@@ -179,7 +179,7 @@ case(name => 'webhook, no memory for Allow',
      after => sub { $t->http(path => '/open') }, after_status => 405);
 
 case(name => 'webhook, no memory for Retry-After',
-     rules => [ 'ngx_alloc ngx_tiktok_reports_store_transitions 1',
+     rules => [ 'ngx_alloc ngx_tiktok_reports_store_call 1',
                 'ngx_list_push ngx_tiktok_reports_send_error 1' ],
      request => sub { post('/open', seen('ra-1')) }, status => 500,
      after => sub { post('/open', seen('ra-1')) });
@@ -264,7 +264,7 @@ for my $f (
 {
     my @r = map { seen("part-$_") } 1 .. 250;
     case(name => 'the second of three calls cannot be made',
-         rules => [ 'ngx_alloc ngx_tiktok_reports_store_transitions 2' ],
+         rules => [ 'ngx_alloc ngx_tiktok_reports_store_call 2' ],
          request => sub { post('/open', @r) }, status => 503, body => $unavailable,
          check => sub {
              is_deeply([ map { $t->redis('EXISTS', "tiktok:msg:{part-$_}") } 1, 100, 101, 250 ],
@@ -521,7 +521,7 @@ for my $f (
       qr/"tiktok_reports_secret": EVP_MAC_init\(\) failed/ ],
     [ 'malloc ngx_tiktok_reports_sig_conf_add_secret 1',
       qr/"tiktok_reports_secret": out of memory/ ],
-    [ 'EVP_Digest ngx_tiktok_reports_store_get 1', qr/test failed/ ],
+    [ 'EVP_Digest ngx_tiktok_reports_store_sha 1', qr/test failed/ ],
     [ 'ngx_pcalloc ngx_tiktok_reports_store_get 1', qr/test failed/ ],
     [ 'ngx_array_push ngx_tiktok_reports_store_get 1', qr/test failed/ ],
     [ 'ngx_pcalloc ngx_tiktok_reports_create_main_conf 1', qr/test failed/ ],
