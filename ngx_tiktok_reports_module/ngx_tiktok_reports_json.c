@@ -238,3 +238,26 @@ ngx_tiktok_reports_json_string(u_char *p, u_char *s, size_t len)
 
     return p;
 }
+
+
+/*
+ * An instant (ms since the epoch, 0 up to the year 9999) as Infobip writes
+ * it: "2023-09-26T10:52:15.799+0000", 28 bytes; NULL when out of range.
+ */
+
+u_char *
+ngx_tiktok_reports_time_text(u_char *p, int64_t ms)
+{
+    ngx_tm_t  tm;
+
+    if (ms < 0 || ms > 253402300799999LL) {
+        return NULL;
+    }
+
+    ngx_gmtime((time_t) (ms / 1000), &tm);
+
+    return ngx_sprintf(p, "%4d-%02d-%02dT%02d:%02d:%02d.%03d+0000",
+                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
+                       (int) (ms % 1000));
+}

@@ -193,11 +193,14 @@ static char ngx_tiktok_reports_script[] =
 "  end\n"
 "  local seq\n"
 "  if r > rank(old) then\n"
-"    seq = cur[6] == old and tonumber(cur[5])\n"
+"    if cur[5] and (not cur[6] or cur[6] == old) then seq = tonumber(cur[5]) end\n"
 "    if not seq then seq = old and changes(k, tl) or 0 end\n"
 "    seq = SEQ[seq + 1] or tostring(seq + 1)\n"
 "    f[n + 1] = 'status'; f[n + 2] = g; f[n + 3] = 'seq'; f[n + 4] = seq\n"
-"    f[n + 5] = 'sqs'; f[n + 6] = g; n = n + 6\n"
+"    n = n + 4\n"
+"    if lines or cur[6] then\n"
+"      f[n + 1] = 'sqs'; f[n + 2] = g; n = n + 2\n"
+"    end\n"
 "    if later and maxlen ~= '0' then\n"
 "      local e = g .. ' ' .. (old or '') .. ' ' .. ARGV[a + 8]\n"
 "      f[n + 1] = 'q' .. seq; f[n + 2] = e; n = n + 2\n"
@@ -210,6 +213,7 @@ static char ngx_tiktok_reports_script[] =
 "    local sep = dg and string.find(dg, ':', 1, true)\n"
 "    if sep then\n"
 "      local dgrp = string.sub(dg, 1, sep - 1)\n"
+"      if sep == 2 then dgrp = G[dgrp] end\n"
 "      local dr = rank(dgrp)\n"
 "      if r ~= dr then\n"
 "        take = r > dr\n"
@@ -224,7 +228,9 @@ static char ngx_tiktok_reports_script[] =
 "      f[n + 3] = 'errorName'; f[n + 4] = ARGV[a + 10]\n"
 "      f[n + 5] = 'errorPermanent'; f[n + 6] = ARGV[a + 11]\n"
 "      f[n + 7] = 'doneAt'; f[n + 8] = ARGV[a + 8]\n"
-"      f[n + 9] = 'dg'; f[n + 10] = g .. ':' .. ARGV[a + 12]\n"
+"      f[n + 9] = 'dg'\n"
+"      f[n + 10] = (lines and g or string.sub(ARGV[a + 14], 1, 1)) .. ':'\n"
+"                  .. ARGV[a + 12]\n"
 "      n = n + 10\n"
 "      if raw ~= '' then\n"
 "        f[n + 1] = 'delivery'; f[n + 2] = raw; n = n + 2\n"
@@ -887,6 +893,41 @@ ngx_tiktok_reports_store_slot(ngx_tiktok_reports_store_opts_t *opts,
 }
 
 
+/*
+ * The time in an event's field: the instant in ms when the text is what
+ * it gives back in Infobip's form (15 bytes less in every event), else
+ * the text, after a "=" when it could be taken for ms.
+ */
+
+static u_char *
+ngx_tiktok_reports_store_at(u_char *p, ngx_tiktok_reports_str_t *at,
+    int64_t ms)
+{
+    u_char  *q, text[NGX_TIKTOK_REPORTS_TIME_LEN];
+    size_t   i;
+
+    if (ms != NGX_TIKTOK_REPORTS_NO_TIME && at->len == sizeof(text)) {
+        q = ngx_tiktok_reports_time_text(text, ms);
+
+        if (q && ngx_memcmp(text, at->data, sizeof(text)) == 0) {
+            return ngx_sprintf(p, "%L", ms);
+        }
+    }
+
+    for (i = 0; i < at->len; i++) {
+        if (at->data[i] < '0' || at->data[i] > '9') {
+            break;
+        }
+    }
+
+    if (i == at->len || at->data[0] == '=') {
+        *p++ = '=';
+    }
+
+    return ngx_cpymem(p, at->data, at->len);
+}
+
+
 /* report j of the call: its fifteen arguments at cmd->argc */
 
 static u_char *
@@ -972,7 +1013,9 @@ ngx_tiktok_reports_store_report(ngx_tiktok_reports_store_cmd_t *cmd,
 
     if (at->data) {
         *p++ = ' ';
-        p = ngx_cpymem(p, at->data, at->len);
+        p = ngx_tiktok_reports_store_at(p, at,
+                                        delivery ? res->done_at_ms
+                                                 : res->seen_at_ms);
     }
 
     ngx_tiktok_reports_store_ref(cmd, start, p - start);

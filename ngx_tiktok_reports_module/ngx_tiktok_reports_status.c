@@ -676,6 +676,8 @@ typedef struct {
     ngx_uint_t    delivery;
     ngx_str_t     id;           /* data NULL: null */
     ngx_str_t     at;           /* data NULL: null */
+    int64_t       ms;           /* at is ms for this instant ("timed") */
+    ngx_uint_t    timed;
     ngx_str_t     status;
     ngx_str_t     received;
     ngx_str_t     status_name;  /* data NULL: null */
@@ -696,8 +698,9 @@ static ngx_int_t
 ngx_tiktok_reports_status_event(redisReply *k, redisReply *v,
     ngx_tiktok_reports_event_t *e)
 {
-    u_char  *p, *last, *bar, *letter;
-    size_t   i;
+    u_char   *p, *last, *bar, *letter;
+    size_t    i;
+    int64_t   ms;
 
     p = (u_char *) k->str;
     last = p + k->len;
@@ -734,6 +737,7 @@ ngx_tiktok_reports_status_event(redisReply *k, redisReply *v,
     }
 
     ngx_str_null(&e->at);
+    e->timed = 0;
 
     if (p < last) {
         if (*p != ' ') {
@@ -742,6 +746,29 @@ ngx_tiktok_reports_status_event(redisReply *k, redisReply *v,
 
         e->at.data = p + 1;
         e->at.len = last - p - 1;
+
+        if (e->at.len && e->at.data[0] == '=') {
+            /* a text that could be taken for ms */
+            e->at.data++;
+            e->at.len--;
+
+        } else if (e->at.len && e->at.len <= 16) {
+            /* ms for a time in Infobip's own form */
+            ms = 0;
+
+            for (i = 0; i < e->at.len; i++) {
+                if (e->at.data[i] < '0' || e->at.data[i] > '9') {
+                    break;
+                }
+
+                ms = ms * 10 + (e->at.data[i] - '0');
+            }
+
+            if (i == e->at.len && ms <= 253402300799999LL) {
+                e->ms = ms;
+                e->timed = 1;
+            }
+        }
     }
 
     /* the value: n|G|receivedAt[|statusName] */
@@ -842,6 +869,7 @@ ngx_tiktok_reports_status_event_len(ngx_tiktok_reports_event_t *e)
     return sizeof("{\"kind\":\"delivery\",\"id\":,\"at\":,\"status\":\"\","
                   "\"statusName\":,\"receivedAt\":},") + 16
            + e->id.len + e->status.len + e->received.len
+           + NGX_TIKTOK_REPORTS_TIME_LEN
            + ngx_tiktok_reports_json_string_len(e->at.data, e->at.len)
            + ngx_tiktok_reports_json_string_len(e->status_name.data,
                                                 e->status_name.len);
@@ -871,7 +899,12 @@ ngx_tiktok_reports_status_event_start(u_char *p, ngx_tiktok_reports_event_t *e)
                        sizeof("{\"kind\":\"seen\",\"at\":") - 1);
     }
 
-    if (e->at.data) {
+    if (e->timed) {
+        *p++ = '"';
+        p = ngx_tiktok_reports_time_text(p, e->ms);
+        *p++ = '"';
+
+    } else if (e->at.data) {
         p = ngx_tiktok_reports_json_string(p, e->at.data, e->at.len);
 
     } else {
