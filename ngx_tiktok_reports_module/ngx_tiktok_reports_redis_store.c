@@ -310,13 +310,26 @@ typedef struct {
 } ngx_tiktok_reports_store_pub_t;
 
 
+/* who learns a report's outcome: a call may carry several requests' */
 typedef struct {
+    ngx_tiktok_reports_store_done_pt   done;
+    void                              *data;       /* the wait object */
+    ngx_uint_t                         index;
+} ngx_tiktok_reports_store_owner_t;
+
+
+typedef struct ngx_tiktok_reports_store_cmd_s  ngx_tiktok_reports_store_cmd_t;
+
+struct ngx_tiktok_reports_store_cmd_s {
     ngx_tiktok_reports_store_t        *store;
     ngx_tiktok_reports_node_t         *node;
     ngx_tiktok_reports_store_done_pt   done;
     void                              *data;
     ngx_uint_t                         index;      /* raw: the owner's */
-    ngx_uint_t                        *indices;    /* each report's */
+    ngx_tiktok_reports_store_owner_t  *owners;     /* each report's */
+    ngx_tiktok_reports_store_owner_t   owner;      /* a call of one */
+    ngx_tiktok_reports_store_cmd_t    *next;       /* waiting, or merged */
+    ngx_tiktok_reports_store_cmd_t    *parts;      /* calls merged here */
     ngx_uint_t                         n;          /* reports in the call */
     ngx_msec_t                         sent;       /* us, for the RTT */
     ngx_msec_t                         timeout;    /* the owner's */
@@ -336,7 +349,7 @@ typedef struct {
     ngx_int_t                         *codes;      /* outcomes */
     ngx_tiktok_reports_store_pub_t   **pubs;       /* cluster: per report */
     ngx_tiktok_reports_store_pub_t    *pub;        /* FEED: its report's */
-} ngx_tiktok_reports_store_cmd_t;
+};
 
 
 static ngx_int_t ngx_tiktok_reports_store_send(
@@ -804,6 +817,22 @@ ngx_tiktok_reports_store_alloc(ngx_tiktok_reports_store_t *store,
 }
 
 
+/* a command, and the calls merged into it */
+
+static void
+ngx_tiktok_reports_store_free(ngx_tiktok_reports_store_cmd_t *cmd)
+{
+    ngx_tiktok_reports_store_cmd_t  *part, *next;
+
+    for (part = cmd->parts; part; part = next) {
+        next = part->next;
+        ngx_free(part);
+    }
+
+    ngx_free(cmd);
+}
+
+
 /* a JSON string, or null when absent */
 
 static u_char *
@@ -1140,7 +1169,7 @@ ngx_tiktok_reports_store_call(ngx_tiktok_reports_store_t *store,
     ngx_tiktok_reports_store_cmd_t  *cmd;
 
     /*
-     * One block holds the command, its argv, the reports' indices and
+     * One block holds the command, its argv, the reports' owners and
      * the bytes of the arguments built or copied here.
      */
 
@@ -1149,8 +1178,8 @@ ngx_tiktok_reports_store_call(ngx_tiktok_reports_store_t *store,
 
     cmd = ngx_alloc(sizeof(ngx_tiktok_reports_store_cmd_t)
                     + argc * (sizeof(char *) + sizeof(size_t))
-                    + count * sizeof(ngx_uint_t) + NGX_INT64_LEN * 3
-                    + size,
+                    + count * sizeof(ngx_tiktok_reports_store_owner_t)
+                    + NGX_INT64_LEN * 3 + size,
                     ngx_cycle->log);
     if (cmd == NULL) {
         return NULL;
@@ -1164,10 +1193,10 @@ ngx_tiktok_reports_store_call(ngx_tiktok_reports_store_t *store,
     cmd->kind = NGX_TIKTOK_REPORTS_CMD_TRANSITION;
     cmd->argv = (const char **) &cmd[1];
     cmd->argvlen = (size_t *) &cmd->argv[argc];
-    cmd->indices = (ngx_uint_t *) &cmd->argvlen[argc];
+    cmd->owners = (ngx_tiktok_reports_store_owner_t *) &cmd->argvlen[argc];
     cmd->n = count;
 
-    p = (u_char *) &cmd->indices[count];
+    p = (u_char *) &cmd->owners[count];
 
     /* EVALSHA sha 1 KEYS[1] (the first report's key, set below) */
     ngx_tiktok_reports_store_ref(cmd, (u_char *) "EVALSHA", 7);
@@ -1217,7 +1246,7 @@ ngx_tiktok_reports_store_call(ngx_tiktok_reports_store_t *store,
             continue;
         }
 
-        cmd->indices[j++] = i;
+        cmd->owners[j++].index = i;
         p = ngx_tiktok_reports_store_report(cmd, p, opts, now, &res[i]);
     }
 
@@ -1237,7 +1266,7 @@ ngx_tiktok_reports_store_transitions(ngx_tiktok_reports_store_t *store,
     ngx_tiktok_reports_result_t *res, size_t n,
     ngx_tiktok_reports_store_done_pt done, void *data, size_t *sent)
 {
-    size_t                           i, k, first, count, size, total;
+    size_t                           i, j, k, first, count, size, total;
     ngx_uint_t                       calls;
     ngx_tiktok_reports_node_t      **nodes, *node;
     ngx_tiktok_reports_store_cmd_t  *cmd;
@@ -1328,15 +1357,18 @@ ngx_tiktok_reports_store_transitions(ngx_tiktok_reports_store_t *store,
         cmd->data = data;
         cmd->timeout = limits->timeout;
 
-        if (nodes) {
-            /* taken: the next call starts at the first report not taken */
-            for (k = 0; k < count; k++) {
-                nodes[cmd->indices[k]] = NULL;
+        for (j = 0; j < count; j++) {
+            cmd->owners[j].done = done;
+            cmd->owners[j].data = data;
+
+            if (nodes) {
+                /* taken: the next call starts at the first report not taken */
+                nodes[cmd->owners[j].index] = NULL;
             }
         }
 
         if (ngx_tiktok_reports_store_send(cmd) != NGX_OK) {
-            ngx_free(cmd);
+            ngx_tiktok_reports_store_free(cmd);
             goto failed;
         }
 
@@ -1407,7 +1439,7 @@ ngx_tiktok_reports_store_command(ngx_tiktok_reports_store_t *store,
     cmd->index = index;
 
     if (ngx_tiktok_reports_store_send(cmd) != NGX_OK) {
-        ngx_free(cmd);
+        ngx_tiktok_reports_store_free(cmd);
         return NGX_ERROR;
     }
 
@@ -1431,10 +1463,24 @@ ngx_tiktok_reports_store_wanted(void *data)
 {
     ngx_tiktok_reports_store_cmd_t  *cmd = data;
 
+    ngx_uint_t                  j;
     ngx_tiktok_reports_wait_t  *w;
 
     if (cmd->kind == NGX_TIKTOK_REPORTS_CMD_PUBLISHED) {
         return 1;
+    }
+
+    if (cmd->kind == NGX_TIKTOK_REPORTS_CMD_TRANSITION) {
+        /* a call of several requests goes while one of them waits */
+        for (j = 0; j < cmd->n; j++) {
+            w = cmd->owners[j].data;
+
+            if (w->request != NULL && !w->answered) {
+                return 1;
+            }
+        }
+
+        return 0;
     }
 
     w = cmd->data;
@@ -1477,11 +1523,12 @@ ngx_tiktok_reports_store_reply(ngx_tiktok_reports_node_t *node,
 
             for (j = 0; j < cmd->n; j++) {
                 if (ngx_tiktok_reports_store_split(cmd, j) != NGX_OK) {
-                    cmd->done(cmd->data, cmd->indices[j], NGX_ERROR, NULL);
+                    cmd->owners[j].done(cmd->owners[j].data, cmd->owners[j].index,
+                    NGX_ERROR, NULL);
                 }
             }
 
-            ngx_free(cmd);
+            ngx_tiktok_reports_store_free(cmd);
             return;
         }
 
@@ -1645,11 +1692,12 @@ ngx_tiktok_reports_store_redirect(ngx_tiktok_reports_store_cmd_t *cmd,
 
         for (j = 0; j < cmd->n; j++) {
             if (ngx_tiktok_reports_store_split(cmd, j) != NGX_OK) {
-                cmd->done(cmd->data, cmd->indices[j], NGX_ERROR, NULL);
+                cmd->owners[j].done(cmd->owners[j].data, cmd->owners[j].index,
+                    NGX_ERROR, NULL);
             }
         }
 
-        ngx_free(cmd);
+        ngx_tiktok_reports_store_free(cmd);
         return NGX_OK;
     }
 
@@ -1769,11 +1817,12 @@ ngx_tiktok_reports_store_split(ngx_tiktok_reports_store_cmd_t *cmd,
         return NGX_ERROR;
     }
 
-    one->done = cmd->done;
-    one->data = cmd->data;
+    one->owner = cmd->owners[j];
+    one->owners = &one->owner;
+    one->done = one->owner.done;
+    one->data = one->owner.data;
     one->timeout = cmd->timeout;
-    one->index = cmd->indices[j];
-    one->indices = &one->index;
+    one->index = one->owner.index;
     one->tries = cmd->tries + 1;
     one->retried = cmd->retried;
     one->slot = ngx_tiktok_reports_keyslot((u_char *) one->argv[3],
@@ -1880,9 +1929,9 @@ ngx_tiktok_reports_store_outcomes(ngx_tiktok_reports_store_cmd_t *cmd,
         ngx_memzero(pub, sizeof(ngx_tiktok_reports_store_pub_t));
 
         pub->store = cmd->store;
-        pub->done = cmd->done;
-        pub->data = cmd->data;
-        pub->index = cmd->indices[j];
+        pub->done = cmd->owners[j].done;
+        pub->data = cmd->owners[j].data;
+        pub->index = cmd->owners[j].index;
         pub->code = cmd->codes[j];
         pub->timeout = cmd->timeout;
 
@@ -1936,7 +1985,7 @@ ngx_tiktok_reports_store_deliver(ngx_tiktok_reports_store_cmd_t *cmd,
 
     if (cmd->kind == NGX_TIKTOK_REPORTS_CMD_FEED) {
         ngx_tiktok_reports_store_published(cmd->pub, rc);
-        ngx_free(cmd);
+        ngx_tiktok_reports_store_free(cmd);
         return;
     }
 
@@ -1945,7 +1994,7 @@ ngx_tiktok_reports_store_deliver(ngx_tiktok_reports_store_cmd_t *cmd,
             cmd->done(cmd->data, cmd->index, rc, rr);
         }
 
-        ngx_free(cmd);
+        ngx_tiktok_reports_store_free(cmd);
         return;
     }
 
@@ -1957,7 +2006,8 @@ ngx_tiktok_reports_store_deliver(ngx_tiktok_reports_store_cmd_t *cmd,
                 }
 
                 if (cmd->codes[j] != NGX_TIKTOK_REPORTS_RESENT) {
-                    cmd->done(cmd->data, cmd->indices[j], NGX_ERROR, rr);
+                    cmd->owners[j].done(cmd->owners[j].data, cmd->owners[j].index,
+                    NGX_ERROR, rr);
                 }
             }
 
@@ -1965,11 +2015,12 @@ ngx_tiktok_reports_store_deliver(ngx_tiktok_reports_store_cmd_t *cmd,
 
         } else {
             for (j = 0; j < cmd->n; j++) {
-                cmd->done(cmd->data, cmd->indices[j], NGX_ERROR, rr);
+                cmd->owners[j].done(cmd->owners[j].data, cmd->owners[j].index,
+                    NGX_ERROR, rr);
             }
         }
 
-        ngx_free(cmd);
+        ngx_tiktok_reports_store_free(cmd);
         return;
     }
 
@@ -1985,11 +2036,12 @@ ngx_tiktok_reports_store_deliver(ngx_tiktok_reports_store_cmd_t *cmd,
             continue;
         }
 
-        cmd->done(cmd->data, cmd->indices[j], cmd->codes[j], NULL);
+        cmd->owners[j].done(cmd->owners[j].data, cmd->owners[j].index,
+                    cmd->codes[j], NULL);
     }
 
     ngx_free(cmd->codes);
-    ngx_free(cmd);
+    ngx_tiktok_reports_store_free(cmd);
 }
 
 
@@ -2093,7 +2145,7 @@ ngx_tiktok_reports_store_xadd(ngx_tiktok_reports_store_pub_t *pub)
         pub->pending++;
 
         if (ngx_tiktok_reports_store_send(cmd) != NGX_OK) {
-            ngx_free(cmd);
+            ngx_tiktok_reports_store_free(cmd);
             pub->pending--;
             pub->failed = 1;
         }
@@ -2155,7 +2207,7 @@ ngx_tiktok_reports_store_published(ngx_tiktok_reports_store_pub_t *pub,
         cmd->slot = ngx_tiktok_reports_keyslot(pub->key.data, pub->key.len);
 
         if (ngx_tiktok_reports_store_send(cmd) != NGX_OK) {
-            ngx_free(cmd);
+            ngx_tiktok_reports_store_free(cmd);
         }
     }
 
