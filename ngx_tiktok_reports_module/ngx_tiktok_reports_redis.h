@@ -293,6 +293,12 @@ struct ngx_tiktok_reports_store_s {
     ngx_tiktok_reports_cluster_t     *cluster;     /* per worker, or NULL */
     ngx_queue_t                       parked;      /* commands to resend */
     ngx_uint_t                        closing;     /* nothing is resent */
+
+    /* small calls of this event loop iteration, joined before they go */
+    void                             *pending;
+    void                             *pending_last;
+    ngx_uint_t                        pending_reports;
+    ngx_event_t                       join;        /* posted */
 };
 
 

@@ -354,6 +354,10 @@ struct ngx_tiktok_reports_store_cmd_s {
 
 static ngx_int_t ngx_tiktok_reports_store_send(
     ngx_tiktok_reports_store_cmd_t *cmd);
+static void ngx_tiktok_reports_store_wait(ngx_tiktok_reports_store_t *store,
+    ngx_tiktok_reports_store_cmd_t *cmd);
+static void ngx_tiktok_reports_store_join_handler(ngx_event_t *ev);
+static void ngx_tiktok_reports_store_join(ngx_tiktok_reports_store_t *store);
 static void ngx_tiktok_reports_store_reply(ngx_tiktok_reports_node_t *node,
     redisReply *rr, void *data);
 static ngx_uint_t ngx_tiktok_reports_store_wanted(void *data);
@@ -542,6 +546,10 @@ ngx_tiktok_reports_store_init_worker(ngx_cycle_t *cycle)
     for (i = 0; i < tmcf->stores.nelts; i++) {
         ngx_queue_init(&stores[i]->parked);
 
+        stores[i]->join.handler = ngx_tiktok_reports_store_join_handler;
+        stores[i]->join.data = stores[i];
+        stores[i]->join.log = cycle->log;
+
         if (stores[i]->conf.seeds) {
             /* the slot map and a node per master */
             stores[i]->cluster = ngx_tiktok_reports_cluster_create(
@@ -604,6 +612,17 @@ ngx_tiktok_reports_store_exit_worker(ngx_cycle_t *cycle)
 
         /* what fails from here on is not resent, nor split */
         stores[i]->closing = 1;
+
+        if (stores[i]->join.posted) {
+            ngx_delete_posted_event(&stores[i]->join);
+        }
+
+        while (stores[i]->pending) {
+            cmd = stores[i]->pending;
+            stores[i]->pending = cmd->next;
+            cmd->next = NULL;
+            ngx_tiktok_reports_store_fail(cmd, NULL);
+        }
 
         /* commands waiting to be sent again fail now */
         while (stores[i]->parked.next
@@ -1367,7 +1386,11 @@ ngx_tiktok_reports_store_transitions(ngx_tiktok_reports_store_t *store,
             }
         }
 
-        if (ngx_tiktok_reports_store_send(cmd) != NGX_OK) {
+        if (nodes == NULL && count < NGX_TIKTOK_REPORTS_BATCH) {
+            /* joined with the small calls of other requests */
+            ngx_tiktok_reports_store_wait(store, cmd);
+
+        } else if (ngx_tiktok_reports_store_send(cmd) != NGX_OK) {
             ngx_tiktok_reports_store_free(cmd);
             goto failed;
         }
@@ -1394,6 +1417,207 @@ failed:
     }
 
     return NGX_ERROR;
+}
+
+
+/*
+ * A call of fewer than NGX_TIKTOK_REPORTS_BATCH reports waits until the
+ * end of this event loop iteration, to go joined with those of other
+ * requests: a call costs Redis about as much as 40 reports in it (setting
+ * it up, the checks before the first write, the reply), so bodies of one
+ * report cost about a third less in calls of many.  Each request still
+ * learns its own reports' outcomes only.
+ */
+
+static void
+ngx_tiktok_reports_store_wait(ngx_tiktok_reports_store_t *store,
+    ngx_tiktok_reports_store_cmd_t *cmd)
+{
+    ngx_tiktok_reports_store_cmd_t  *last;
+
+    if (store->pending_reports + cmd->n > NGX_TIKTOK_REPORTS_BATCH) {
+        ngx_tiktok_reports_store_join(store);
+    }
+
+    cmd->next = NULL;
+
+    if (store->pending) {
+        last = store->pending_last;
+        last->next = cmd;
+
+    } else {
+        store->pending = cmd;
+    }
+
+    store->pending_last = cmd;
+    store->pending_reports += cmd->n;
+
+    if (!store->join.posted) {
+        ngx_post_event(&store->join, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_tiktok_reports_store_join_handler(ngx_event_t *ev)
+{
+    ngx_tiktok_reports_store_join(ev->data);
+}
+
+
+/* the same fixed arguments (TTL, feed, database, flags): one call */
+
+static ngx_uint_t
+ngx_tiktok_reports_store_joinable(ngx_tiktok_reports_store_cmd_t *a,
+    ngx_tiktok_reports_store_cmd_t *b)
+{
+    ngx_uint_t  i;
+
+    for (i = 5; i < NGX_TIKTOK_REPORTS_HEAD_ARGS; i++) {
+        if (a->argvlen[i] != b->argvlen[i]
+            || ngx_memcmp(a->argv[i], b->argv[i], a->argvlen[i]) != 0)
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static void
+ngx_tiktok_reports_store_join(ngx_tiktok_reports_store_t *store)
+{
+    int                               argc;
+    ngx_uint_t                        n, j, k;
+    ngx_tiktok_reports_store_cmd_t   *first, *part, *next, *cmd, **last;
+
+    while (store->pending) {
+        first = store->pending;
+
+        /* the calls that can go with the first, in order */
+
+        n = 0;
+        last = &first->parts;
+
+        for (part = first; part; part = part->next) {
+            if (ngx_tiktok_reports_store_joinable(first, part)) {
+                n += part->n;
+            }
+        }
+
+        store->pending = NULL;
+        store->pending_reports = 0;
+
+        if (n == first->n) {
+            /* alone: as it is */
+            cmd = first;
+            next = first->next;
+            cmd->next = NULL;
+            goto send;
+        }
+
+        argc = NGX_TIKTOK_REPORTS_HEAD_ARGS
+               + n * NGX_TIKTOK_REPORTS_REPORT_ARGS;
+
+        cmd = ngx_alloc(sizeof(ngx_tiktok_reports_store_cmd_t)
+                        + argc * (sizeof(char *) + sizeof(size_t))
+                        + n * sizeof(ngx_tiktok_reports_store_owner_t),
+                        ngx_cycle->log);
+
+        if (cmd == NULL) {
+            /* each as it is */
+            cmd = first;
+            next = first->next;
+            cmd->next = NULL;
+            goto send;
+        }
+
+        ngx_memzero(cmd, sizeof(ngx_tiktok_reports_store_cmd_t));
+
+        cmd->store = store;
+        cmd->copied = 1;
+        cmd->kind = NGX_TIKTOK_REPORTS_CMD_TRANSITION;
+        cmd->argv = (const char **) &cmd[1];
+        cmd->argvlen = (size_t *) &cmd->argv[argc];
+        cmd->owners = (ngx_tiktok_reports_store_owner_t *)
+                                                      &cmd->argvlen[argc];
+        cmd->n = n;
+        cmd->argc = argc;
+        cmd->done = first->done;
+        cmd->data = first->data;
+        cmd->slot = first->slot;
+
+        for (j = 0; j < NGX_TIKTOK_REPORTS_HEAD_ARGS; j++) {
+            cmd->argv[j] = first->argv[j];
+            cmd->argvlen[j] = first->argvlen[j];
+        }
+
+        /* the parts' arguments stay in their blocks, freed with this */
+
+        next = NULL;
+        last = &cmd->parts;
+        k = 0;
+
+        for (part = first; part; part = store->pending) {
+            store->pending = part->next;
+
+            if (!ngx_tiktok_reports_store_joinable(first, part)) {
+                /* for the next round, in order */
+                part->next = NULL;
+
+                if (next == NULL) {
+                    next = part;
+
+                } else {
+                    ((ngx_tiktok_reports_store_cmd_t *)
+                                           store->pending_last)->next = part;
+                }
+
+                store->pending_last = part;
+                continue;
+            }
+
+            ngx_memcpy(&cmd->argv[NGX_TIKTOK_REPORTS_HEAD_ARGS
+                                  + k * NGX_TIKTOK_REPORTS_REPORT_ARGS],
+                       &part->argv[NGX_TIKTOK_REPORTS_HEAD_ARGS],
+                       part->n * NGX_TIKTOK_REPORTS_REPORT_ARGS
+                       * sizeof(char *));
+            ngx_memcpy(&cmd->argvlen[NGX_TIKTOK_REPORTS_HEAD_ARGS
+                                     + k * NGX_TIKTOK_REPORTS_REPORT_ARGS],
+                       &part->argvlen[NGX_TIKTOK_REPORTS_HEAD_ARGS],
+                       part->n * NGX_TIKTOK_REPORTS_REPORT_ARGS
+                       * sizeof(size_t));
+            ngx_memcpy(&cmd->owners[k], part->owners,
+                       part->n * sizeof(ngx_tiktok_reports_store_owner_t));
+
+            if (part->timeout > cmd->timeout) {
+                cmd->timeout = part->timeout;
+            }
+
+            k += part->n;
+
+            part->next = NULL;
+            *last = part;
+            last = &part->next;
+        }
+
+    send:
+
+        if (ngx_tiktok_reports_store_send(cmd) != NGX_OK) {
+            ngx_tiktok_reports_store_fail(cmd, NULL);
+        }
+
+        /* what could not go with it: another round */
+        store->pending = next;
+
+        for (part = next, n = 0; part; part = part->next) {
+            n += part->n;
+            store->pending_last = part;
+        }
+
+        store->pending_reports = n;
+    }
 }
 
 
