@@ -139,26 +139,27 @@ function M.handle()
         local at = r.doneAt and cjson.encode(r.doneAt) or "null"
         local ident = '{"kind":"delivery","id":' .. tostring(r.status.id or "null")
                       .. ',"at":' .. at .. ','
-        local rest = '"status":"' .. g .. '","statusName":'
-                     .. cjson.encode(r.status.name or cjson.null)
-                     .. ',"receivedAt":' .. now .. '}'
+        -- the event's field and value (the time kept as text here)
+        local field = '@d' .. tostring(r.status.id or "-")
+                      .. (r.doneAt and (' ' .. r.doneAt) or '')
+        local value = string.sub(g, 1, 1) .. '|' .. now
+                      .. (r.status.name and ('|' .. r.status.name) or '')
         local err = type(r.error) == "table" and r.error or {}
         local key = PREFIX .. "msg:{" .. id .. "}"
         cmds[#cmds + 1] = resp({ "EVALSHA", sha, "1", key,
           now, "2592000", "1000000", "", "",
-          key, "d", g, ident, rest, id, r.callbackData or "", "", r.doneAt or "",
+          key, "d", g, ident, field, id, r.callbackData or "", "", r.doneAt or "",
           r.status.name or "", err.name or "NO_ERROR",
           err.permanent == true and "true" or "false", ms(r.doneAt),
-          PREFIX .. "events" })
+          PREFIX .. "events", value })
       end
     elseif type(r.seenAt) == "string" then
       local ident = '{"kind":"seen","at":' .. cjson.encode(r.seenAt) .. ','
-      local rest = '"status":"SEEN","receivedAt":' .. now .. '}'
       local key = PREFIX .. "msg:{" .. id .. "}"
       cmds[#cmds + 1] = resp({ "EVALSHA", sha, "1", key,
         now, "2592000", "1000000", "", "",
-        key, "s", "SEEN", ident, rest, id, r.callbackData or "", "", r.seenAt,
-        "", "", "", "", PREFIX .. "events" })
+        key, "s", "SEEN", ident, '@s ' .. r.seenAt, id, r.callbackData or "",
+        "", r.seenAt, "", "", "", "", PREFIX .. "events", 'S|' .. now })
     else
       rejected[#rejected + 1] = { index = i - 1,
                                   error = "neither a delivery nor a seen report" }
