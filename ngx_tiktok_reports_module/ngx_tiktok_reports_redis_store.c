@@ -188,7 +188,9 @@ static char ngx_tiktok_reports_script[] =
 "    n = 4\n"
 "  else\n"
 "    local te = cur[7] and tostring(tonumber(cur[7]) + 1) or '1'\n"
-"    f = {ev, te .. '|' .. ARGV[a + 14], 'te', te, 'updatedAt', now}\n"
+"    f = {ev, te .. '|' .. ARGV[a + 14], 'te', te, 'updatedAt', now,\n"
+"         nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,\n"
+"         nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}\n"
 "    n = 6\n"
 "  end\n"
 "  local seq\n"
@@ -258,9 +260,10 @@ static char ngx_tiktok_reports_script[] =
 "  end\n"
 "  return 2\n"
 "end\n"
-"local out = {}\n"
+"local out, i = {}, 0\n"
 "for a = 6, #ARGV, R do\n"
-"  out[#out + 1] = transition(a)\n"
+"  i = i + 1\n"
+"  out[i] = transition(a)\n"
 "end\n"
 "return out\n";
 
