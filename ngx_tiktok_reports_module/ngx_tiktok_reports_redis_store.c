@@ -60,11 +60,14 @@
  * starts again from the changes its timeline shows.  Ranks only rise, so
  * a message changes at most four times.
  *
- * On a cluster the feed lives on other nodes: a change is kept as
- * unpublished in field "q<seq>" ("STATUS PREVIOUS AT"), and the report's
+ * On a cluster the feed's partition may live on another node: its
+ * argument is then "" and a change is kept as unpublished in field
+ * "q<seq>" ("STATUS PREVIOUS AT"), and the report's
  * code comes back as {code, seq, entry, ...} with every unpublished change
  * of the message, also for a duplicate; the module adds them to the feed,
- * then deletes the fields.  (A script adding a call's changes on their
+ * then deletes the fields.  A partition on the message's own node gets its
+ * entry in the call (its XADD failing, as when the slot moved meanwhile,
+ * makes it a "q<seq>" too).  (A script adding a call's changes on their
  * node cost Redis more than the commands on their own: in a cluster each
  * command a script calls is checked for its slot.)  A report whose key this node does not serve
  * (a slot moving, or moved) gets -2 and nothing is written for it.
@@ -203,7 +206,7 @@ static char ngx_tiktok_reports_script[] =
 "    if lines or cur[6] then\n"
 "      f[n + 1] = 'sqs'; f[n + 2] = g; n = n + 2\n"
 "    end\n"
-"    if later and maxlen ~= '0' then\n"
+"    if later and maxlen ~= '0' and ARGV[a + 13] == '' then\n"
 "      local e = g .. ' ' .. (old or '') .. ' ' .. ARGV[a + 8]\n"
 "      f[n + 1] = 'q' .. seq; f[n + 2] = e; n = n + 2\n"
 "      cur[8 + tonumber(seq)] = e\n"
@@ -250,6 +253,16 @@ static char ngx_tiktok_reports_script[] =
 "  redis.call('HSET', k, unpack(f, 1, n))\n"
 "  if ttl ~= '0' then redis.call('EXPIRE', k, ttl) end\n"
 "  if later then\n"
+"    if seq and maxlen ~= '0' and ARGV[a + 13] ~= '' then\n"
+"      if not pcall(redis.call, 'XADD', ARGV[a + 13], 'MAXLEN', '~', maxlen,\n"
+"                   '*', 'messageId', ARGV[a + 5], 'status', g,\n"
+"                   'previous', old or '', 'at', ARGV[a + 8], 'seq', seq)\n"
+"      then\n"
+"        local e = g .. ' ' .. (old or '') .. ' ' .. ARGV[a + 8]\n"
+"        redis.call('HSET', k, 'q' .. seq, e)\n"
+"        cur[8 + tonumber(seq)] = e\n"
+"      end\n"
+"    end\n"
 "    return queued(cur, seq and 2 or 1)\n"
 "  end\n"
 "  if not seq then return 1 end\n"
@@ -352,6 +365,7 @@ struct ngx_tiktok_reports_store_cmd_s {
     ngx_int_t                         *codes;      /* outcomes */
     ngx_tiktok_reports_store_pub_t   **pubs;       /* cluster: per report */
     ngx_tiktok_reports_store_pub_t    *pub;        /* FEED: its report's */
+    ngx_tiktok_reports_store_opts_t   *opts;       /* a transition's */
 };
 
 
@@ -1139,9 +1153,24 @@ ngx_tiktok_reports_store_report(ngx_tiktok_reports_store_cmd_t *cmd,
         ngx_tiktok_reports_store_ref(cmd, start, p - start);
     }
 
-    /* the partition of the feed: the key's slot decides, on any Redis */
+    /*
+     * The partition of the feed: the key's slot decides, on any Redis.  On
+     * a cluster, "" when the partition lives on another node than the
+     * message (the module adds the entry after the call).
+     */
     feed = &opts->feeds[slot % opts->partitions];
-    ngx_tiktok_reports_store_ref(cmd, feed->data, feed->len);
+
+    if (cmd->store->cluster
+        && ngx_tiktok_reports_store_node(cmd->store,
+                               ngx_tiktok_reports_keyslot(feed->data,
+                                                          feed->len))
+           != ngx_tiktok_reports_store_node(cmd->store, slot))
+    {
+        ngx_tiktok_reports_store_ref(cmd, NULL, 0);
+
+    } else {
+        ngx_tiktok_reports_store_ref(cmd, feed->data, feed->len);
+    }
 
     /* the event's value, but for its number */
     ngx_tiktok_reports_store_ref(cmd, rest, rest_len);
@@ -1217,6 +1246,7 @@ ngx_tiktok_reports_store_call(ngx_tiktok_reports_store_t *store,
     cmd->argvlen = (size_t *) &cmd->argv[argc];
     cmd->owners = (ngx_tiktok_reports_store_owner_t *) &cmd->argvlen[argc];
     cmd->n = count;
+    cmd->opts = opts;
 
     p = (u_char *) &cmd->owners[count];
 
@@ -1550,6 +1580,7 @@ ngx_tiktok_reports_store_join(ngx_tiktok_reports_store_t *store)
         cmd->done = first->done;
         cmd->data = first->data;
         cmd->slot = first->slot;
+        cmd->opts = first->opts;
 
         for (j = 0; j < NGX_TIKTOK_REPORTS_HEAD_ARGS; j++) {
             cmd->argv[j] = first->argv[j];
@@ -2044,6 +2075,7 @@ ngx_tiktok_reports_store_split(ngx_tiktok_reports_store_cmd_t *cmd,
         return NGX_ERROR;
     }
 
+    one->opts = cmd->opts;
     one->owner = cmd->owners[j];
     one->owners = &one->owner;
     one->done = one->owner.done;
@@ -2076,6 +2108,7 @@ ngx_tiktok_reports_store_outcomes(ngx_tiktok_reports_store_cmd_t *cmd,
 {
     u_char                          *p;
     size_t                           size;
+    ngx_str_t                       *feed;
     ngx_uint_t                       j, k, a;
     redisReply                      *e, *code;
     ngx_tiktok_reports_store_pub_t  *pub;
@@ -2141,7 +2174,8 @@ ngx_tiktok_reports_store_outcomes(ngx_tiktok_reports_store_cmd_t *cmd,
         a = NGX_TIKTOK_REPORTS_HEAD_ARGS + j * NGX_TIKTOK_REPORTS_REPORT_ARGS;
 
         size = sizeof(ngx_tiktok_reports_store_pub_t) + cmd->argvlen[a]
-               + cmd->argvlen[a + 5] + cmd->argvlen[a + 13] + cmd->argvlen[6];
+               + cmd->argvlen[a + 5]
+               + cmd->opts->feeds[0].len + NGX_INT_T_LEN + cmd->argvlen[6];
 
         for (k = 1; k < e->elements; k += 2) {
             size += e->element[k + 1]->len;
@@ -2172,9 +2206,15 @@ ngx_tiktok_reports_store_outcomes(ngx_tiktok_reports_store_cmd_t *cmd,
         pub->id.len = cmd->argvlen[a + 5];
         p = ngx_cpymem(p, cmd->argv[a + 5], pub->id.len);
 
+        /* the partition: given, or by the key's slot when left out */
+        feed = &cmd->opts->feeds[ngx_tiktok_reports_keyslot(
+                                              (u_char *) cmd->argv[a],
+                                              cmd->argvlen[a])
+                                 % cmd->opts->partitions];
+
         pub->feed.data = p;
-        pub->feed.len = cmd->argvlen[a + 13];
-        p = ngx_cpymem(p, cmd->argv[a + 13], pub->feed.len);
+        pub->feed.len = feed->len;
+        p = ngx_cpymem(p, feed->data, pub->feed.len);
 
         /* ARGV[3], the feed's length */
         pub->maxlen.data = p;

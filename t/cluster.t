@@ -568,6 +568,53 @@ check_feed('feed of the 300 (16 partitions by default)', 'tiktok:', 16, @ids);
     check_feed('feed after CLUSTERDOWN', 'tiktok:', 16, @d, @ids[0 .. 20]);
 }
 
+# --- a partition that is not a stream: the change waits in the hash -------
+#
+# Whether the partition lives on the message's own master (its entry made
+# in the same call, failing there) or on another (added after the call):
+# 503 while the partition is broken, the change kept as "q<seq>" in the
+# hash; once fixed, the retry (a duplicate) publishes it, and the field goes.
+
+for my $where ('same', 'other') {
+    my ($id, $stream);
+    for my $n (1 .. 2000) {
+        my $cand = "part-$where-$$-$n";
+        my $p = keyslot(msg_key('tiktok:', $cand)) % 16;
+        my $s = "tiktok:events:{$p}";
+        my $same = $c->node_for_key($s)->port == $c->node_for_key(msg_key('tiktok:', $cand))->port;
+        if ($same == ($where eq 'same')) {
+            ($id, $stream) = ($cand, $s);
+            last;
+        }
+    }
+    ok($id, "an id whose partition is on the $where master");
+    my $key = msg_key('tiktok:', $id);
+    $c->cmd_for_key($stream, 'RENAME', $stream, "$stream-saved")
+        if $c->cmd_for_key($stream, 'EXISTS', $stream);
+    $c->cmd_for_key($stream, 'SET', $stream, 'not a stream');
+    my $r = post('/webhook', [ 'delivered', $id ]);
+    is($r->{status}, 503, "$where master: a partition that is not a stream: 503");
+    is($c->cmd_for_key($key, 'HGET', $key, 'q1'), 'DELIVERED  2023-09-26T10:52:15.799+0000',
+       '... the change kept in the hash as q1');
+    $c->cmd_for_key($stream, 'DEL', $stream);
+    $c->cmd_for_key($stream, 'RENAME', "$stream-saved", $stream)
+        if $c->cmd_for_key($stream, 'EXISTS', "$stream-saved");
+    $r = post('/webhook', [ 'delivered', $id ]);
+    is($r->{status}, 200, '... fixed: the retry answers 200');
+    is_deeply(json_decode($r->{body}), { accepted => 0, duplicates => 1, rejected => [] },
+              '... as a duplicate');
+    my $entries = $c->cmd_for_key($stream, 'XRANGE', $stream, '-', '+');
+    my @mine = grep { my %f = @{ $_->[1] }; $f{messageId} eq $id } @$entries;
+    is(scalar @mine, 1, '... and its change is in the feed once');
+    my $gone;
+    for (1 .. 50) {
+        $gone = !$c->cmd_for_key($key, 'HEXISTS', $key, 'q1');
+        last if $gone;
+        sleep 0.05;
+    }
+    ok($gone, '... and q1 is gone from the hash');
+}
+
 $t->stop_nginx;
 $t->check_logs;
 
