@@ -1456,10 +1456,10 @@ failed:
 /*
  * A call of fewer than NGX_TIKTOK_REPORTS_BATCH reports waits until the
  * end of this event loop iteration, to go joined with those of other
- * requests: a call costs Redis about as much as 40 reports in it (setting
- * it up, the checks before the first write, the reply), so bodies of one
- * report cost about a third less in calls of many.  Each request still
- * learns its own reports' outcomes only.
+ * requests: a call's own cost (setting it up, the checks before the first
+ * write, the reply) is about half of what a report costs in a full call,
+ * so bodies of one report cost about a third less in calls of many.  Each
+ * request still learns its own reports' outcomes only.
  */
 
 static void
