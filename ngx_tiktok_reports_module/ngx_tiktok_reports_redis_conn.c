@@ -95,7 +95,12 @@ ngx_tiktok_reports_conn_open(ngx_tiktok_reports_conn_t *conn,
     rc = ngx_event_connect_peer(&conn->peer);
 
     if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
-        *err = ngx_socket_errno;
+        /*
+         * only a failed connect() leaves its errno; NGX_ERROR may be no
+         * free connection, with errno from some earlier call (nginx logs
+         * why itself)
+         */
+        *err = (rc == NGX_DECLINED) ? ngx_socket_errno : 0;
 
         /* nginx closed the socket, if it had one */
         conn->peer.connection = NULL;

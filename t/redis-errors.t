@@ -343,11 +343,10 @@ EOF
          'no free connection: nginx says so');
     like($w->error_log, qr/tiktok_reports: redis 127\.0\.0\.1:\d+ unavailable: \S/,
          'no free connection: the reconnect fails, logged');
-    TODO: {
-        local $TODO = 'the reason given is errno left by an earlier call';
-        unlike($w->error_log, qr/unavailable: connect\(\) failed \(115: Operation now in progress\)/,
-               'no free connection: the reason is not a stale errno');
-    }
+    unlike($w->error_log, qr/unavailable: connect\(\) failed \(115: Operation now in progress\)/,
+           'no free connection: the reason is not a stale errno');
+    like($w->error_log, qr/unavailable: cannot open a connection/,
+         '... but that no connection could be opened');
     my $s = $c[0];
     print $s "Content-Type: application/json\r\nConnection: close\r\n"
            . 'Content-Length: ' . length($body) . "\r\n\r\n$body";
