@@ -102,6 +102,7 @@ struct ngx_tiktok_reports_parser_s {
     unsigned char                  keep_raw;
     unsigned char                  failed;
     unsigned char                  too_many;
+    unsigned char                  no_memory;
     unsigned char                  finished;
     unsigned char                  nonblank;
     unsigned char                  results_key;
@@ -1144,12 +1145,14 @@ ngx_tiktok_reports_parser_push(ngx_tiktok_reports_parser_t *p,
         n = p->nalloc ? p->nalloc * 2 : NGX_TIKTOK_REPORTS_PARSER_NRESULTS;
 
         if (n > (size_t) -1 / sizeof(ngx_tiktok_reports_result_t)) {
-            return ngx_tiktok_reports_parser_fail(p, "out of memory");
+            p->no_memory = 1;
+        return ngx_tiktok_reports_parser_fail(p, "out of memory");
         }
 
         results = p->alloc(p->ctx, n * sizeof(ngx_tiktok_reports_result_t));
         if (results == NULL) {
-            return ngx_tiktok_reports_parser_fail(p, "out of memory");
+            p->no_memory = 1;
+        return ngx_tiktok_reports_parser_fail(p, "out of memory");
         }
 
         if (p->nresults) {
@@ -1176,6 +1179,7 @@ ngx_tiktok_reports_parser_copy(ngx_tiktok_reports_parser_t *p,
 
     d = p->alloc(p->ctx, len + 1);
     if (d == NULL) {
+        p->no_memory = 1;
         return ngx_tiktok_reports_parser_fail(p, "out of memory");
     }
 
@@ -1211,6 +1215,7 @@ ngx_tiktok_reports_parser_raw_reserve(ngx_tiktok_reports_parser_t *p,
     used = p->raw_pos - p->raw_start;
 
     if (need > (size_t) -1 / 4 - used) {
+        p->no_memory = 1;
         return ngx_tiktok_reports_parser_fail(p, "out of memory");
     }
 
@@ -1222,6 +1227,7 @@ ngx_tiktok_reports_parser_raw_reserve(ngx_tiktok_reports_parser_t *p,
 
     raw = p->alloc(p->ctx, size);
     if (raw == NULL) {
+        p->no_memory = 1;
         return ngx_tiktok_reports_parser_fail(p, "out of memory");
     }
 
@@ -1429,6 +1435,11 @@ ngx_tiktok_reports_parser_too_many(ngx_tiktok_reports_parser_t *p)
 static int
 ngx_tiktok_reports_parser_refused(ngx_tiktok_reports_parser_t *p)
 {
+    if (p->no_memory) {
+        /* not the body's fault: the sender should try again */
+        return NGX_TIKTOK_REPORTS_PARSER_NO_MEMORY;
+    }
+
     return p->too_many ? NGX_TIKTOK_REPORTS_PARSER_TOO_MANY : -1;
 }
 

@@ -86,6 +86,8 @@ void ngx_tiktok_reports_parser_set_max_results(
  * Once refused, every later call returns the same.
  */
 #define NGX_TIKTOK_REPORTS_PARSER_TOO_MANY  (-2)
+/* out of memory while parsing: a server error, not the body's */
+#define NGX_TIKTOK_REPORTS_PARSER_NO_MEMORY  (-3)
 
 int ngx_tiktok_reports_parser_feed(ngx_tiktok_reports_parser_t *p,
     const unsigned char *data, size_t len);

@@ -37,6 +37,7 @@ typedef struct {
     unsigned                        in_ids:1;
     unsigned                        ids_key:1;
     unsigned                        seen_ids:1;
+    unsigned                        no_memory:1;  /* not the body's fault */
 } ngx_tiktok_reports_ids_parser_t;
 
 
@@ -327,12 +328,14 @@ ngx_tiktok_reports_ids_string(void *ctx, const unsigned char *s, size_t len)
     id = ngx_array_push(ip->ids);
     if (id == NULL) {
         ip->error = "out of memory";
+        ip->no_memory = 1;
         return 0;
     }
 
     id->data = ngx_pnalloc(ip->pool, len);
     if (id->data == NULL) {
         ip->error = "out of memory";
+        ip->no_memory = 1;
         return 0;
     }
 
@@ -471,7 +474,10 @@ ngx_tiktok_reports_status_body(ngx_http_request_t *r)
         rc = NGX_DECLINED;
     }
 
-    if (rc == NGX_DECLINED) {
+    if (rc == NGX_DECLINED && ip.no_memory) {
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+    } else if (rc == NGX_DECLINED) {
         rc = ngx_tiktok_reports_send_error(r, NGX_HTTP_BAD_REQUEST,
                                            ip.error ? ip.error
                                            : "body must be {\"ids\":[...]}");

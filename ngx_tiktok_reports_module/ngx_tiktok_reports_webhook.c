@@ -390,6 +390,10 @@ ngx_tiktok_reports_webhook_parsed(int rc)
         return NGX_OK;
     }
 
+    if (rc == NGX_TIKTOK_REPORTS_PARSER_NO_MEMORY) {
+        return NGX_ERROR;
+    }
+
     return rc == NGX_TIKTOK_REPORTS_PARSER_TOO_MANY ? NGX_ABORT
                                                     : NGX_DECLINED;
 }

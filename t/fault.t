@@ -428,11 +428,8 @@ for my $f (
         my $r = $ids->();
         no_fault($dir);
         is(fired((split ' ', $rule)[0, 1]) - $before, 1, "POST lookup, $rule: fired");
-        TODO: {
-            local $TODO = 'an allocation failure while reading the ids is answered 400';
-            is($r->{status}, 500, "POST lookup, $rule: a server error, not the body's")
-                or diag $r->{body};
-        }
+        is($r->{status}, 500, "POST lookup, $rule: a server error, not the body's")
+            or diag $r->{body};
         is($ids->()->{status}, 200, "POST lookup, $rule: then served again");
     }
 }
@@ -446,12 +443,9 @@ for my $f (
     no_fault($dir);
     is(fired('ngx_palloc', 'ngx_tiktok_reports_webhook_alloc') - $before, 1,
        'no memory inside the parser: fired');
-    TODO: {
-        local $TODO = 'an allocation failure inside the parser is answered 400';
-        is($r->{status}, 500, 'no memory inside the parser: a server error, so '
-                              . 'Infobip retries, not 400 for a good body')
-            or diag $r->{body};
-    }
+    is($r->{status}, 500, 'no memory inside the parser: a server error, so '
+                          . 'Infobip retries, not 400 for a good body')
+        or diag $r->{body};
     is($t->redis('EXISTS', 'tiktok:msg:{po-1}'), 0, 'no memory inside the parser: nothing stored');
     is(post('/open', seen('po-1'))->{status}, 200, 'no memory inside the parser: then served');
 }
