@@ -20,31 +20,9 @@ my $t = TikTokTest->new;
 my $d = $t->dir;
 my $tls = TikTokTest::free_port();
 
-mkdir "$d/tls" or die $!;
-
-sub openssl {
-    my $out = `openssl @_ 2>&1`;
-    die "openssl @_: $out" if $?;
-}
-
 # a CA, the server's certificate for 127.0.0.1 and localhost, a client's,
 # and another CA that signed none of them
-for my $ca (qw(ca other)) {
-    openssl("req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-$ca"
-            . " -keyout $d/tls/$ca.key -out $d/tls/$ca.pem");
-}
-open my $ext, '>', "$d/tls/ext" or die $!;
-print $ext "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
-close $ext;
-for my $who (qw(server client)) {
-    openssl("req -newkey rsa:2048 -nodes -subj /CN=test-$who"
-            . " -keyout $d/tls/$who.key -out $d/tls/$who.csr");
-    openssl("x509 -req -in $d/tls/$who.csr -CA $d/tls/ca.pem"
-            . " -CAkey $d/tls/ca.key -CAcreateserial -days 2"
-            . ($who eq 'server' ? " -extfile $d/tls/ext" : '')
-            . " -out $d/tls/$who.pem");
-}
-chmod 0644, glob("$d/tls/*");
+TikTokTest::tls_certs($d);
 
 $t->start_redis(extra => "tls-port $tls\n"
     . "tls-cert-file $d/tls/server.pem\ntls-key-file $d/tls/server.key\n"

@@ -576,6 +576,36 @@ my $JSON = JSON::PP->new->canonical;
 sub json_decode { JSON::PP->new->utf8->decode($_[0]) }
 sub json_encode { $JSON->encode($_[0]) }
 
+# certificates for TLS tests, in $dir/tls: a CA ("ca"), a server's for
+# 127.0.0.1 and localhost and a client's signed by it, and another CA
+# ("other") that signed neither
+sub tls_certs {
+    my ($dir) = @_;
+    my $d = "$dir/tls";
+    mkdir $d;
+    my $openssl = sub {
+        my $out = `openssl @_ 2>&1`;
+        die "openssl @_: $out" if $?;
+    };
+    for my $ca (qw(ca other)) {
+        $openssl->("req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-$ca"
+                   . " -keyout $d/$ca.key -out $d/$ca.pem");
+    }
+    open my $ext, '>', "$d/ext" or die $!;
+    print $ext "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
+    close $ext;
+    for my $who (qw(server client)) {
+        $openssl->("req -newkey rsa:2048 -nodes -subj /CN=test-$who"
+                   . " -keyout $d/$who.key -out $d/$who.csr");
+        $openssl->("x509 -req -in $d/$who.csr -CA $d/ca.pem"
+                   . " -CAkey $d/ca.key -CAcreateserial -days 2"
+                   . ($who eq 'server' ? " -extfile $d/ext" : '')
+                   . " -out $d/$who.pem");
+    }
+    chmod 0644, glob("$d/*");
+    return $d;
+}
+
 # the events a message's hash holds (HGETALL as a hash): the lines of the
 # older "timeline" field, then each "@..." field as "field=value" in the
 # order of its number
