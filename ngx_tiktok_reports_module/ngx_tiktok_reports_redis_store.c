@@ -1419,7 +1419,7 @@ ngx_tiktok_reports_store_transitions(ngx_tiktok_reports_store_t *store,
             }
         }
 
-        if (nodes == NULL && count < NGX_TIKTOK_REPORTS_BATCH) {
+        if (count < NGX_TIKTOK_REPORTS_BATCH) {
             /* joined with the small calls of other requests */
             ngx_tiktok_reports_store_wait(store, cmd);
 
@@ -1454,7 +1454,8 @@ failed:
 
 
 /*
- * A call of fewer than NGX_TIKTOK_REPORTS_BATCH reports waits until the
+ * A call of fewer than NGX_TIKTOK_REPORTS_BATCH reports (on a cluster: of
+ * one master) waits until the
  * end of this event loop iteration, to go joined with those of other
  * requests: a call's own cost (setting it up, the checks before the first
  * write, the reply) is about half of what a report costs in a full call,
@@ -1498,13 +1499,25 @@ ngx_tiktok_reports_store_join_handler(ngx_event_t *ev)
 }
 
 
-/* the same fixed arguments (TTL, feed, database, flags): one call */
+/*
+ * The same fixed arguments (TTL, feed, database, flags): one call; on a
+ * cluster also the same master, and the same location's settings (the
+ * feed's partitions of a report are found through them).
+ */
 
 static ngx_uint_t
 ngx_tiktok_reports_store_joinable(ngx_tiktok_reports_store_cmd_t *a,
     ngx_tiktok_reports_store_cmd_t *b)
 {
     ngx_uint_t  i;
+
+    if (a->store->cluster
+        && (a->opts != b->opts
+            || ngx_tiktok_reports_store_node(a->store, a->slot)
+               != ngx_tiktok_reports_store_node(b->store, b->slot)))
+    {
+        return 0;
+    }
 
     for (i = 5; i < NGX_TIKTOK_REPORTS_HEAD_ARGS; i++) {
         if (a->argvlen[i] != b->argvlen[i]

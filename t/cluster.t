@@ -568,6 +568,55 @@ check_feed('feed of the 300 (16 partitions by default)', 'tiktok:', 16, @ids);
     check_feed('feed after CLUSTERDOWN', 'tiktok:', 16, @d, @ids[0 .. 20]);
 }
 
+# --- small calls joined per master -----------------------------------------
+#
+# 30 bodies of one report, read in one event loop iteration (the worker
+# stopped while they are sent): one call per master, not 30.
+
+{
+    my $calls = sub {
+        my $n = 0;
+        for my $m ($c->masters) {
+            $n += $1 if $m->cmd('INFO', 'commandstats') =~ /cmdstat_evalsha:calls=(\d+)/;
+        }
+        return $n;
+    };
+    my @ids = map { "join-$$-$_" } 1 .. 30;
+    my @socks = map {
+        my $body = json_encode({ results => [ tiktok_dlr(id => $_) ] });
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $t->http_port, Proto => 'tcp')
+            or die "connect: $!";
+        [ $s, "POST /webhook HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+              . "Content-Type: application/json\r\n"
+              . 'Content-Length: ' . length($body) . "\r\n\r\n$body" ];
+    } @ids;
+    sleep($vg ? 2 : 0.3);
+    my ($worker) = $t->worker_pids;
+    my $before = $calls->();
+    kill 'STOP', $worker;
+    print { $_->[0] } $_->[1] for @socks;
+    sleep 0.2;
+    kill 'CONT', $worker;
+    my $ok = 0;
+    for my $r (@socks) {
+        my ($s) = @$r;
+        my $raw = '';
+        my $sel = IO::Select->new($s);
+        my $until = time + 10 * $slow;
+        while (time < $until && $sel->can_read($until - time)) {
+            sysread($s, $raw, 65536, length $raw) or last;
+        }
+        $ok++ if $raw =~ /\{"accepted":1,"duplicates":0,"rejected":\[\]\}$/;
+    }
+    is($ok, 30, 'thirty one-report bodies at once: each accepted');
+    my $n = $calls->() - $before;
+    cmp_ok($n, '<=', 6, "... in $n calls over the three masters, not 30");
+    is(scalar(grep { ($c->cmd_for_key(msg_key('tiktok:', $_), 'HGET',
+                                      msg_key('tiktok:', $_), 'status') // '')
+                     eq 'DELIVERED' } @ids), 30, '... all stored');
+}
+
 # --- a partition that is not a stream: the change waits in the hash -------
 #
 # Whether the partition lives on the message's own master (its entry made
