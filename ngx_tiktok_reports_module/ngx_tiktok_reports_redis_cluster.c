@@ -259,24 +259,17 @@ ngx_tiktok_reports_cluster_get(ngx_tiktok_reports_cluster_t *cl,
         }
     }
 
+    /*
+     * Nodes that serve nothing are freed when a new map is taken, once
+     * idle; none is freed here, where a map being read or a reply being
+     * handled may still point at it.
+     */
     if (cl->nnodes == NGX_TIKTOK_REPORTS_CLUSTER_NODES) {
-        /* room made from a node that serves nothing and waits for nothing */
-        for (i = 0; i < cl->nnodes; i++) {
-            cn = cl->nodes[i];
-
-            if (!cn->seed && !cn->mapped && cn->node.count == 0) {
-                ngx_tiktok_reports_cluster_free(cl, i);
-                break;
-            }
-        }
-
-        if (cl->nnodes == NGX_TIKTOK_REPORTS_CLUSTER_NODES) {
-            ngx_log_error(NGX_LOG_ERR, cl->log, 0,
-                          "tiktok_reports: redis cluster %V has more than %d "
-                          "nodes", &cl->conf->name,
-                          NGX_TIKTOK_REPORTS_CLUSTER_NODES);
-            return NULL;
-        }
+        ngx_log_error(NGX_LOG_ERR, cl->log, 0,
+                      "tiktok_reports: redis cluster %V has more than %d "
+                      "nodes", &cl->conf->name,
+                      NGX_TIKTOK_REPORTS_CLUSTER_NODES);
+        return NULL;
     }
 
     cn = ngx_calloc(sizeof(ngx_tiktok_reports_cluster_node_t), cl->log);

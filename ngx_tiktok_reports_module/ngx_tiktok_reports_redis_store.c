@@ -154,6 +154,7 @@ static char ngx_tiktok_reports_script[] =
 "  return n\n"
 "end\n"
 "local function queued(cur, code)\n"
+"  if maxlen == '0' then return code end\n"
 "  local q = {code}\n"
 "  for s = 1, 4 do\n"
 "    if cur[8 + s] then q[#q + 1] = s; q[#q + 1] = cur[8 + s] end\n"
@@ -174,7 +175,10 @@ static char ngx_tiktok_reports_script[] =
 "  if not ok then\n"
 "    local e = type(cur) == 'table' and cur.err or tostring(cur)\n"
 "    if string.find(e, 'WRONGTYPE', 1, true) then return -1 end\n"
-"    if later then return -2 end\n"
+"    if later and (string.find(e, 'non local key', 1, true)\n"
+"                  or string.find(e, 'cluster is down', 1, true)) then\n"
+"      return -2\n"
+"    end\n"
 "    error(cur)\n"
 "  end\n"
 "  local old, tl = cur[1], cur[8]\n"
@@ -206,7 +210,9 @@ static char ngx_tiktok_reports_script[] =
 "    if lines or cur[6] then\n"
 "      f[n + 1] = 'sqs'; f[n + 2] = g; n = n + 2\n"
 "    end\n"
-"    if later and maxlen ~= '0' and ARGV[a + 13] == '' then\n"
+"    if later and maxlen ~= '0'\n"
+"       and (ARGV[a + 13] == '' or cur[9] or cur[10] or cur[11] or cur[12])\n"
+"    then\n"
 "      local e = g .. ' ' .. (old or '') .. ' ' .. ARGV[a + 8]\n"
 "      f[n + 1] = 'q' .. seq; f[n + 2] = e; n = n + 2\n"
 "      cur[8 + tonumber(seq)] = e\n"
@@ -253,7 +259,9 @@ static char ngx_tiktok_reports_script[] =
 "  redis.call('HSET', k, unpack(f, 1, n))\n"
 "  if ttl ~= '0' then redis.call('EXPIRE', k, ttl) end\n"
 "  if later then\n"
-"    if seq and maxlen ~= '0' and ARGV[a + 13] ~= '' then\n"
+"    if seq and maxlen ~= '0' and ARGV[a + 13] ~= ''\n"
+"       and not cur[8 + tonumber(seq)]\n"
+"    then\n"
 "      if not pcall(redis.call, 'XADD', ARGV[a + 13], 'MAXLEN', '~', maxlen,\n"
 "                   '*', 'messageId', ARGV[a + 5], 'status', g,\n"
 "                   'previous', old or '', 'at', ARGV[a + 8], 'seq', seq)\n"
@@ -726,8 +734,10 @@ ngx_tiktok_reports_store_send(ngx_tiktok_reports_store_cmd_t *cmd)
         asking[0] = "ASKING";
         asking_len[0] = 6;
 
-        if (ngx_tiktok_reports_node_command(node, NULL, NULL, NULL, 0, 1,
-                                            asking, asking_len)
+        /* dropped with the command when nobody waits for it any more */
+        if (ngx_tiktok_reports_node_command(node, NULL, cmd,
+                                            ngx_tiktok_reports_store_wanted,
+                                            0, 1, asking, asking_len)
             != NGX_OK)
         {
             goto retry;
@@ -761,6 +771,11 @@ ngx_tiktok_reports_store_send(ngx_tiktok_reports_store_cmd_t *cmd)
 
     if (rc == NGX_OK) {
         return NGX_OK;
+    }
+
+    if (cmd->asked) {
+        /* an ASKING went alone: it must not lend itself to another command */
+        ngx_tiktok_reports_node_drop(node, "out of memory");
     }
 
 retry:
@@ -901,10 +916,12 @@ ngx_tiktok_reports_store_report_size(ngx_tiktok_reports_store_opts_t *opts,
 
     /* the fixed parts (names, numbers, punctuation) fit in 256 bytes */
 
+    /* statusName: as an argument, and in the event's value or line */
     return 256 + opts->prefix.len + res->message_id.len
            + 2 * res->status_id.len
            + ngx_tiktok_reports_store_json_len(at)
            + 2 * at->len + res->callback_data.len + res->raw.len
+           + ngx_tiktok_reports_store_json_len(&res->status_name)
            + 2 * res->status_name.len + res->error_name.len;
 }
 
@@ -2171,7 +2188,13 @@ ngx_tiktok_reports_store_outcomes(ngx_tiktok_reports_store_cmd_t *cmd,
                         : code->integer == 0 ? NGX_DECLINED : NGX_OK;
 
         if (code->integer == -2) {
-            if (ngx_tiktok_reports_store_split(cmd, j) != NGX_OK) {
+            /*
+             * a call of one report declares its key: Redis itself sent it
+             * here, so "not here" would only loop
+             */
+            if (cmd->n == 1 || cmd->tries >= NGX_TIKTOK_REPORTS_TRIES
+                || ngx_tiktok_reports_store_split(cmd, j) != NGX_OK)
+            {
                 cmd->codes[j] = NGX_ERROR;
             }
 

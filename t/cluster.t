@@ -617,6 +617,47 @@ check_feed('feed of the 300 (16 partitions by default)', 'tiktok:', 16, @ids);
                      eq 'DELIVERED' } @ids), 30, '... all stored');
 }
 
+# --- an error inside the call is an error, not "not here" ------------------
+#
+# A user that may not HMGET: the call fails at once (503), it is not sent
+# again and again as if its key had moved.
+
+{
+    $_->cmd('ACL', 'SETUSER', 'nohmget', 'on', '>pw', '~*', '&*', '+@all', '-hmget')
+        for $c->live;
+    my $n2 = TikTokTest->new;
+    $n2->start_nginx(no_redis => 1, server => <<"EOF");
+        location = /webhook {
+            tiktok_reports_redis @{[ $c->seeds ]} cluster;
+            tiktok_reports_redis_password nohmget pw;
+            tiktok_reports_redis_timeout ${timeout}s;
+            tiktok_reports_webhook;
+            tiktok_reports_signature off;
+        }
+EOF
+    my $calls = sub {
+        my $n = 0;
+        for my $m ($c->masters) {
+            $n += $1 if $m->cmd('INFO', 'commandstats') =~ /cmdstat_evalsha:calls=(\d+)/;
+        }
+        return $n;
+    };
+    # the first answer may wait for the slot map
+    $n2->http(method => 'POST', path => '/webhook',
+              headers => [ 'Content-Type' => 'application/json' ],
+              body => json_encode({ results => [ tiktok_dlr(id => "acl-0-$$") ] }));
+    my $before = $calls->();
+    my $r = $n2->http(method => 'POST', path => '/webhook',
+                      headers => [ 'Content-Type' => 'application/json' ],
+                      body => json_encode({ results => [ tiktok_dlr(id => "acl-$$") ] }));
+    is($r->{status}, 503, 'a user that may not HMGET: 503');
+    cmp_ok($calls->() - $before, '<=', 2, '... after one call, not sent again and again');
+    like($n2->error_log, qr/redis transition failed: .*can't run this command/,
+         '... logged with the reason');
+    $n2->stop_nginx;
+    $n2->check_logs;
+}
+
 # --- a partition that is not a stream: the change waits in the hash -------
 #
 # Whether the partition lives on the message's own master (its entry made

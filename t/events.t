@@ -23,6 +23,11 @@ $t->start_nginx(server => <<'EOF');
         location /status/ {
             tiktok_reports_status;
         }
+        location = /lines {
+            tiktok_reports_webhook;
+            tiktok_reports_signature off;
+            tiktok_reports_timeline lines;
+        }
 EOF
 
 sub post {
@@ -84,6 +89,23 @@ is($t->redis('OBJECT', 'ENCODING', "tiktok:msg:{$m}"), 'listpack',
    'a delivered and seen message is a listpack');
 my $bytes = $t->redis('MEMORY', 'USAGE', "tiktok:msg:{$m}", 'SAMPLES', 0);
 cmp_ok($bytes, '<=', 500, "... of at most 500 bytes ($bytes)");
+
+# the older form (tiktok_reports_timeline lines): a statusName that grows
+# most when escaped, in a full call, stored and shown exactly
+{
+    my $name = ("\x01" x 60) . ('"' x 30) . ('\\' x 10);
+    my @r = map { tiktok_dlr(id => "esc-$$-$_", name => $name) } 1 .. 100;
+    my $r = $t->http(method => 'POST', path => '/lines',
+                     headers => [ 'Content-Type' => 'application/json' ],
+                     body => json_encode({ results => \@r }));
+    is($r->{body}, '{"accepted":100,"duplicates":0,"rejected":[]}',
+       'lines: 100 reports whose statusName is mostly escapes');
+    my $h = $t->hgetall("tiktok:msg:{esc-$$-7}");
+    ok(exists $h->{timeline} && !grep({ /^@/ } keys %$h), '... kept as a line');
+    my $l = json_decode($t->http(path => "/status/esc-$$-7")->{body});
+    is($l->{timeline}[0]{statusName}, $name, '... and shown as sent');
+    is($l->{statusName}, $name, '... in the details too');
+}
 
 $t->stop_nginx;
 $t->check_logs;
