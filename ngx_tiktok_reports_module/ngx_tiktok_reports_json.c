@@ -261,3 +261,33 @@ ngx_tiktok_reports_time_text(u_char *p, int64_t ms)
                        tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
                        (int) (ms % 1000));
 }
+
+
+/*
+ * The start of an event's line in the older timeline form, which is also
+ * what identifies it there: {"kind":"delivery","id":<id>,"at":<at>, or
+ * {"kind":"seen","at":<at>, (data NULL: null).  Written when storing and
+ * searched for when rendering, so the two must be the same bytes.
+ */
+
+u_char *
+ngx_tiktok_reports_event_start(u_char *p, ngx_uint_t delivery, u_char *id,
+    size_t id_len, u_char *at, size_t at_len)
+{
+    if (delivery) {
+        p = ngx_cpymem(p, "{\"kind\":\"delivery\",\"id\":",
+                       sizeof("{\"kind\":\"delivery\",\"id\":") - 1);
+        p = id ? ngx_cpymem(p, id, id_len) : ngx_cpymem(p, "null", 4);
+        p = ngx_cpymem(p, ",\"at\":", 6);
+
+    } else {
+        p = ngx_cpymem(p, "{\"kind\":\"seen\",\"at\":",
+                       sizeof("{\"kind\":\"seen\",\"at\":") - 1);
+    }
+
+    p = at ? ngx_tiktok_reports_json_string(p, at, at_len)
+           : ngx_cpymem(p, "null", 4);
+    *p++ = ',';
+
+    return p;
+}

@@ -887,39 +887,19 @@ ngx_tiktok_reports_status_event_len(ngx_tiktok_reports_event_t *e)
 static u_char *
 ngx_tiktok_reports_status_event_start(u_char *p, ngx_tiktok_reports_event_t *e)
 {
-    if (e->delivery) {
-        p = ngx_cpymem(p, "{\"kind\":\"delivery\",\"id\":",
-                       sizeof("{\"kind\":\"delivery\",\"id\":") - 1);
+    u_char  *at, text[NGX_TIKTOK_REPORTS_TIME_LEN];
 
-        if (e->id.data) {
-            p = ngx_cpymem(p, e->id.data, e->id.len);
-
-        } else {
-            p = ngx_cpymem(p, "null", 4);
-        }
-
-        p = ngx_cpymem(p, ",\"at\":", 6);
-
-    } else {
-        p = ngx_cpymem(p, "{\"kind\":\"seen\",\"at\":",
-                       sizeof("{\"kind\":\"seen\",\"at\":") - 1);
-    }
+    at = e->at.data;
 
     if (e->timed) {
-        *p++ = '"';
-        p = ngx_tiktok_reports_time_text(p, e->ms);
-        *p++ = '"';
-
-    } else if (e->at.data) {
-        p = ngx_tiktok_reports_json_string(p, e->at.data, e->at.len);
-
-    } else {
-        p = ngx_cpymem(p, "null", 4);
+        at = text;
+        (void) ngx_tiktok_reports_time_text(text, e->ms);
     }
 
-    *p++ = ',';
-
-    return p;
+    return ngx_tiktok_reports_event_start(p, e->delivery, e->id.data,
+                                          e->id.len, at,
+                                          e->timed ? sizeof(text)
+                                                   : e->at.len);
 }
 
 
