@@ -1039,7 +1039,10 @@ ngx_tiktok_reports_store_report(ngx_tiktok_reports_store_cmd_t *cmd,
     key = p;
     p = ngx_tiktok_reports_store_key(p, opts, res);
     ngx_tiktok_reports_store_ref(cmd, key, p - key);
-    slot = ngx_tiktok_reports_keyslot(key, p - key);
+
+    /* the slot picks the partition and the master: none on one stream */
+    slot = (opts->partitions > 1 || cmd->store->cluster)
+           ? ngx_tiktok_reports_keyslot(key, p - key) : 0;
 
     /* kind, status group */
     ngx_tiktok_reports_store_ref(cmd, (u_char *) (delivery ? "d" : "s"), 1);
@@ -1047,27 +1050,9 @@ ngx_tiktok_reports_store_report(ngx_tiktok_reports_store_cmd_t *cmd,
 
     /* the event identity, the start of its timeline line */
     start = p;
-
-    if (delivery) {
-        p = ngx_cpymem(p, "{\"kind\":\"delivery\",\"id\":",
-                       sizeof("{\"kind\":\"delivery\",\"id\":") - 1);
-
-        if (res->status_id.data) {
-            p = ngx_cpymem(p, res->status_id.data, res->status_id.len);
-
-        } else {
-            p = ngx_cpymem(p, "null", 4);
-        }
-
-        p = ngx_cpymem(p, ",\"at\":", 6);
-
-    } else {
-        p = ngx_cpymem(p, "{\"kind\":\"seen\",\"at\":",
-                       sizeof("{\"kind\":\"seen\",\"at\":") - 1);
-    }
-
-    p = ngx_tiktok_reports_store_json(p, at);
-    *p++ = ',';
+    p = ngx_tiktok_reports_event_start(p, delivery, res->status_id.data,
+                                       res->status_id.len, at->data,
+                                       at->len);
     ngx_tiktok_reports_store_ref(cmd, start, p - start);
 
     /*
