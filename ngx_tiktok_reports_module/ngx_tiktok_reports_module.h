@@ -268,7 +268,8 @@ ngx_int_t ngx_tiktok_reports_send_error(ngx_http_request_t *r,
 ngx_int_t ngx_tiktok_reports_send_not_allowed(ngx_http_request_t *r,
     char *allow);
 u_char *ngx_tiktok_reports_json_string(u_char *p, u_char *s, size_t len);
-#define NGX_TIKTOK_REPORTS_TIME_LEN  (sizeof("2023-09-26T10:52:15.799+0000") - 1)
+/* "2023-09-26T10:52:15.799+0000" */
+#define NGX_TIKTOK_REPORTS_TIME_LEN  28
 u_char *ngx_tiktok_reports_time_text(u_char *p, int64_t ms);
 u_char *ngx_tiktok_reports_event_start(u_char *p, ngx_uint_t delivery,
     u_char *id, size_t id_len, u_char *at, size_t at_len);

@@ -69,8 +69,9 @@
  * entry in the call (its XADD failing, as when the slot moved meanwhile,
  * makes it a "q<seq>" too).  (A script adding a call's changes on their
  * node cost Redis more than the commands on their own: in a cluster each
- * command a script calls is checked for its slot.)  A report whose key this node does not serve
- * (a slot moving, or moved) gets -2 and nothing is written for it.
+ * command a script calls is checked for its slot.)  A report whose key
+ * this node does not serve (a slot moving, or moved, or the cluster down)
+ * gets -2 and nothing is written for it.
  *
  * Redis keeps what a script wrote before an error, and the retry would
  * find those reports as duplicates whose changes never reached the feed.
@@ -865,6 +866,16 @@ ngx_tiktok_reports_store_alloc(ngx_tiktok_reports_store_t *store,
     }
 
     return cmd;
+}
+
+
+/* report j of a call: its owner learns the outcome */
+
+static void
+ngx_tiktok_reports_store_tell(ngx_tiktok_reports_store_cmd_t *cmd,
+    ngx_uint_t j, ngx_int_t rc, redisReply *rr)
+{
+    cmd->owners[j].done(cmd->owners[j].data, cmd->owners[j].index, rc, rr);
 }
 
 
@@ -1796,8 +1807,7 @@ ngx_tiktok_reports_store_reply(ngx_tiktok_reports_node_t *node,
 
             for (j = 0; j < cmd->n; j++) {
                 if (ngx_tiktok_reports_store_split(cmd, j) != NGX_OK) {
-                    cmd->owners[j].done(cmd->owners[j].data, cmd->owners[j].index,
-                    NGX_ERROR, NULL);
+                    ngx_tiktok_reports_store_tell(cmd, j, NGX_ERROR, NULL);
                 }
             }
 
@@ -1965,8 +1975,7 @@ ngx_tiktok_reports_store_redirect(ngx_tiktok_reports_store_cmd_t *cmd,
 
         for (j = 0; j < cmd->n; j++) {
             if (ngx_tiktok_reports_store_split(cmd, j) != NGX_OK) {
-                cmd->owners[j].done(cmd->owners[j].data, cmd->owners[j].index,
-                    NGX_ERROR, NULL);
+                ngx_tiktok_reports_store_tell(cmd, j, NGX_ERROR, NULL);
             }
         }
 
@@ -2154,9 +2163,9 @@ ngx_tiktok_reports_store_outcomes(ngx_tiktok_reports_store_cmd_t *cmd,
         }
     }
 
-    cmd->codes = ngx_alloc(cmd->n * (sizeof(ngx_int_t)
-                                     + sizeof(ngx_tiktok_reports_store_pub_t *)),
-                           ngx_cycle->log);
+    size = sizeof(ngx_int_t) + sizeof(ngx_tiktok_reports_store_pub_t *);
+
+    cmd->codes = ngx_alloc(cmd->n * size, ngx_cycle->log);
     if (cmd->codes == NULL) {
         return NGX_ERROR;
     }
@@ -2294,8 +2303,7 @@ ngx_tiktok_reports_store_deliver(ngx_tiktok_reports_store_cmd_t *cmd,
                 }
 
                 if (cmd->codes[j] != NGX_TIKTOK_REPORTS_RESENT) {
-                    cmd->owners[j].done(cmd->owners[j].data, cmd->owners[j].index,
-                    NGX_ERROR, rr);
+                    ngx_tiktok_reports_store_tell(cmd, j, NGX_ERROR, rr);
                 }
             }
 
@@ -2303,8 +2311,7 @@ ngx_tiktok_reports_store_deliver(ngx_tiktok_reports_store_cmd_t *cmd,
 
         } else {
             for (j = 0; j < cmd->n; j++) {
-                cmd->owners[j].done(cmd->owners[j].data, cmd->owners[j].index,
-                    NGX_ERROR, rr);
+                ngx_tiktok_reports_store_tell(cmd, j, NGX_ERROR, rr);
             }
         }
 
@@ -2324,8 +2331,7 @@ ngx_tiktok_reports_store_deliver(ngx_tiktok_reports_store_cmd_t *cmd,
             continue;
         }
 
-        cmd->owners[j].done(cmd->owners[j].data, cmd->owners[j].index,
-                    cmd->codes[j], NULL);
+        ngx_tiktok_reports_store_tell(cmd, j, cmd->codes[j], NULL);
     }
 
     ngx_free(cmd->codes);
